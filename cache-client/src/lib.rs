@@ -1,0 +1,1 @@
+//! placeholder: built under issue 3

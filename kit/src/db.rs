@@ -1,0 +1,337 @@
+//! The database layer. The URL picks the backend — `postgres://…` (diesel-async's native
+//! `AsyncPgConnection`) or `sqlite://PATH` (bundled SQLite behind `SyncConnectionWrapper`) — and
+//! queries are written once: [`db_run!`](crate::db_run) runs the same diesel query on either.
+use std::{path::Path, sync::Arc, time::Duration};
+
+use diesel::{Connection, ConnectionError, sqlite::SqliteConnection};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod, bb8::Pool,
+    },
+    sync_connection_wrapper::SyncConnectionWrapper,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
+
+use crate::profiler::QueryProfiler;
+
+pub type PgConn = AsyncPgConnection;
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+type PgManager = AsyncDieselConnectionManager<PgConn>;
+type SqliteManager = AsyncDieselConnectionManager<SqliteConn>;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite://") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(DbError::BadUrl(
+                "DATABASE_URL must start with postgres:// or sqlite://".into(),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    /// True when the database could not be reached (as opposed to a query it refused).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Query(err) => query_error_is_unavailable(err),
+            _ => false,
+        }
+    }
+}
+
+/// A connection lost mid-query is the database being away, not a bad query.
+pub fn query_error_is_unavailable(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        err,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | Error::BrokenTransactionManager
+    )
+}
+
+/// How to open a pool.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: String,
+    pub pool_size: u32,
+    pub slow_query: Duration,
+    /// Shown in `pg_stat_activity`.
+    pub application_name: &'static str,
+}
+
+#[derive(Clone)]
+enum Pools {
+    Postgres(Pool<PgConn>),
+    Sqlite(Pool<SqliteConn>),
+}
+
+/// A pool of connections to one database, with the profiler installed on every connection.
+#[derive(Clone)]
+pub struct Db {
+    pools: Pools,
+    profiler: Arc<QueryProfiler>,
+}
+
+/// A connection checked out of a [`Db`]; returned to the pool on drop.
+pub enum DbConn {
+    Postgres(bb8::PooledConnection<'static, PgManager>),
+    Sqlite(bb8::PooledConnection<'static, SqliteManager>),
+}
+
+/// Runs the same diesel code on whichever backend `conn` (a `&mut DbConn`) holds: inside the
+/// body, `conn` is the concrete connection. The body is compiled once per backend.
+#[macro_export]
+macro_rules! db_run {
+    ($conn:ident => $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres($conn) => {
+                let $conn: &mut $crate::db::PgConn = &mut *$conn;
+                $body
+            }
+            $crate::db::DbConn::Sqlite($conn) => {
+                let $conn: &mut $crate::db::SqliteConn = &mut *$conn;
+                $body
+            }
+        }
+    };
+}
+
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Db {
+    /// Opens the pool and one connection, so a wrong URL fails at start.
+    pub async fn connect(options: &DbOptions) -> Result<Self, DbError> {
+        let profiler = QueryProfiler::new(options.slow_query);
+        let pools = match Backend::from_url(&options.url)? {
+            Backend::Postgres => {
+                let config = pg_config(options.application_name, Arc::clone(&profiler));
+                let manager = PgManager::new_with_config(options.url.clone(), config);
+                Pools::Postgres(build_pool(manager, options.pool_size).await?)
+            }
+            Backend::Sqlite => {
+                let path = sqlite_path(&options.url)?;
+                create_parent_dir(&path)?;
+                let config = sqlite_config(Arc::clone(&profiler));
+                let manager = SqliteManager::new_with_config(path, config);
+                Pools::Sqlite(build_pool(manager, options.pool_size).await?)
+            }
+        };
+        Ok(Self { pools, profiler })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    pub fn profiler(&self) -> &Arc<QueryProfiler> {
+        &self.profiler
+    }
+
+    /// Checks a connection out; `Unavailable` when none can be had within a few seconds.
+    pub async fn conn(&self) -> Result<DbConn, DbError> {
+        let unavailable = |err: bb8::RunError<PoolError>| DbError::Unavailable(err.to_string());
+        match &self.pools {
+            Pools::Postgres(pool) => pool
+                .get_owned()
+                .await
+                .map(DbConn::Postgres)
+                .map_err(unavailable),
+            Pools::Sqlite(pool) => pool
+                .get_owned()
+                .await
+                .map(DbConn::Sqlite)
+                .map_err(unavailable),
+        }
+    }
+
+    /// One round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let mut conn = self.conn().await?;
+        let conn = &mut conn;
+        db_run!(conn => conn.batch_execute("SELECT 1").await)?;
+        Ok(())
+    }
+}
+
+async fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    size: u32,
+) -> Result<Pool<C>, DbError>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
+{
+    Pool::builder()
+        .max_size(size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .build(manager)
+        .await
+        .map_err(|err| DbError::Unavailable(err.to_string()))
+}
+
+fn pg_config(
+    application_name: &'static str,
+    profiler: Arc<QueryProfiler>,
+) -> ManagerConfig<PgConn> {
+    let mut config = ManagerConfig::default();
+    // Verified would run `SELECT 1` on every checkout: a round trip, and noise in the profiler.
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        let profiler = Arc::clone(&profiler);
+        async move {
+            let mut conn = PgConn::establish(&url).await?;
+            // Set before the probe is installed, so start-up statements are not counted.
+            conn.batch_execute(&format!(
+                "SET application_name = '{application_name}'; SET statement_timeout = '30s'"
+            ))
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(profiler.probe());
+            Ok(conn)
+        }
+        .boxed()
+    });
+    config
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+fn sqlite_config(profiler: Arc<QueryProfiler>) -> ManagerConfig<SqliteConn> {
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |path| {
+        let path = path.to_owned();
+        let profiler = Arc::clone(&profiler);
+        async move {
+            let mut conn = SqliteConn::establish(&path).await?;
+            conn.batch_execute(SQLITE_PRAGMAS)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(profiler.probe());
+            Ok(conn)
+        }
+        .boxed()
+    });
+    config
+}
+
+/// `sqlite://data/x.db` → `data/x.db`; `sqlite:///tmp/x.db` → `/tmp/x.db`.
+pub fn sqlite_path(url: &str) -> Result<String, DbError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| DbError::BadUrl("a SQLite DATABASE_URL is sqlite://PATH".into()))?;
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(DbError::BadUrl(
+            "sqlite://PATH needs a file path (an in-memory database is private to one connection)"
+                .into(),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+fn create_parent_dir(path: &str) -> Result<(), DbError> {
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|err| DbError::Unavailable(format!("cannot create {}: {err}", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// A service's embedded migrations, one folder per backend.
+pub struct Migrations {
+    pub postgres: EmbeddedMigrations,
+    pub sqlite: EmbeddedMigrations,
+    /// Key of the Postgres advisory lock that serialises concurrent runs (diesel does not).
+    pub lock_key: i64,
+}
+
+/// Runs pending migrations and returns the versions applied.
+pub async fn run_migrations(url: &str, migrations: Migrations) -> Result<Vec<String>, DbError> {
+    let backend = Backend::from_url(url)?;
+    let url = url.to_owned();
+    let Migrations {
+        postgres,
+        sqlite,
+        lock_key,
+    } = migrations;
+    let task = tokio::task::spawn_blocking(move || match backend {
+        Backend::Postgres => migrate_postgres(&url, postgres, lock_key),
+        Backend::Sqlite => migrate_sqlite(&url, sqlite),
+    });
+    task.await
+        .map_err(|err| DbError::Migration(err.to_string()))?
+}
+
+fn migrate_postgres(
+    url: &str,
+    migrations: EmbeddedMigrations,
+    lock_key: i64,
+) -> Result<Vec<String>, DbError> {
+    // The wrapper blocks on the runtime handle, so this runs on a blocking thread.
+    let mut conn = <AsyncConnectionWrapper<PgConn> as Connection>::establish(url)
+        .map_err(|err| DbError::Unavailable(err.to_string()))?;
+    use diesel::connection::SimpleConnection;
+    SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_lock({lock_key})"))?;
+    let applied = apply(&mut conn, migrations);
+    let unlocked = SimpleConnection::batch_execute(
+        &mut conn,
+        &format!("SELECT pg_advisory_unlock({lock_key})"),
+    );
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+fn migrate_sqlite(url: &str, migrations: EmbeddedMigrations) -> Result<Vec<String>, DbError> {
+    let path = sqlite_path(url)?;
+    create_parent_dir(&path)?;
+    let mut conn =
+        SqliteConnection::establish(&path).map_err(|err| DbError::Unavailable(err.to_string()))?;
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(SQLITE_PRAGMAS)?;
+    apply(&mut conn, migrations)
+}
+
+fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, DbError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    conn.run_pending_migrations(migrations)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|err| DbError::Migration(err.to_string()))
+}

@@ -1,0 +1,129 @@
+//! gRPC server bootstrap shared by every service: health (`grpc.health.v1`), server reflection
+//! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown.
+use std::{future::Future, net::SocketAddr};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("reflection set-up: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds a listener; port 0 picks a free port (tests), read it back with `local_addr`.
+pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// Health and reflection for a server whose own services are `service_names`.
+pub struct Probes {
+    pub health: HealthReporter,
+    service_names: Vec<&'static str>,
+}
+
+impl Probes {
+    /// Adds health and reflection to `routes` and marks every service SERVING.
+    pub async fn install(
+        routes: Routes,
+        service_names: &[&'static str],
+    ) -> Result<(Routes, Self), ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let probes = Self {
+            health,
+            service_names: service_names.to_vec(),
+        };
+        probes.set_all(ServingStatus::Serving).await;
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(learnhub_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(learnhub_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let routes = routes
+            .add_service(health_service)
+            .add_service(v1)
+            .add_service(v1alpha);
+        Ok((routes, probes))
+    }
+
+    /// The server-wide status (`""`) and every named service.
+    pub async fn set_all(&self, status: ServingStatus) {
+        self.health.set_service_status("", status).await;
+        for name in &self.service_names {
+            self.health.set_service_status(*name, status).await;
+        }
+    }
+}
+
+/// Serves `routes` (HTTP/2 gRPC, and HTTP/1 for REST/gRPC-Web routes) until `shutdown` is
+/// cancelled; then health flips to NOT_SERVING, the listener closes and in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &[&'static str],
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (routes, probes) = Probes::install(routes, service_names).await?;
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, services = ?service_names, "serving");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drained = async move {
+        shutdown.cancelled().await;
+        probes.set_all(ServingStatus::NotServing).await;
+    };
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, drained)
+        .await?;
+    tracing::info!(addr = ?addr, "stopped");
+    Ok(())
+}
+
+/// A server task bound to its address, for tests and the monolith.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    pub fn spawn<F>(addr: SocketAddr, shutdown: CancellationToken, server: F) -> Self
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        Self {
+            addr,
+            shutdown,
+            task: tokio::spawn(server),
+        }
+    }
+
+    /// Cancels and waits for the server to drain.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        self.task.await.unwrap_or_else(|err| {
+            Err(ServeError::Bind {
+                addr: self.addr.to_string(),
+                source: std::io::Error::other(err),
+            })
+        })
+    }
+}
