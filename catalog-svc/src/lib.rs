@@ -1,1 +1,104 @@
-//! placeholder
+//! catalog-svc: courses, categories, lessons and exercises behind `learnhub.catalog.v1`.
+use std::net::SocketAddr;
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use learnhub_kit::{
+    Db,
+    config::DbArgs,
+    db::{DbOptions, Migrations, run_migrations},
+    server::{self, ServeError},
+    shutdown::CancellationToken,
+};
+use learnhub_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use tokio::net::TcpListener;
+
+pub mod catalog;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod models;
+pub mod schema;
+pub mod seed;
+pub mod service;
+
+pub const SERVICE_NAME: &str = "learnhub.catalog.v1.CatalogService";
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// The catalog's migrations; the lock key keeps two replicas from migrating at once.
+pub fn migrations() -> Migrations {
+    Migrations {
+        postgres: POSTGRES_MIGRATIONS,
+        sqlite: SQLITE_MIGRATIONS,
+        lock_key: 0x6c68_6361_7401, // "lhcat" + 1
+    }
+}
+
+/// catalog-svc's settings (flags with environment fallbacks).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// cache-svc address (http://host:port). Without it every read goes to the database.
+    #[arg(long, env = "CACHE_ADDR")]
+    pub cache_addr: Option<String>,
+    /// Do not run pending migrations at start (run `catalog-svc migrate` instead, e.g. as a Job).
+    #[arg(long, env = "NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] learnhub_kit::DbError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A catalog-svc bound to its address, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    db: Db,
+}
+
+impl Application {
+    /// Migrates (unless told not to), opens the pool and binds the listener (port 0 works).
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        if !config.no_migrate {
+            let applied = run_migrations(&config.db.database_url, migrations()).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+        let db = Db::connect(&DbOptions {
+            url: config.db.database_url.clone(),
+            pool_size: config.db.db_pool_size,
+            slow_query: config.db.slow_query_threshold(),
+            application_name: "catalog-svc",
+        })
+        .await?;
+        let listener = server::bind(&config.listen).await?;
+        Ok(Self { listener, db })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The database the service uses (tests read its profiler; the monolith seeds it).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let api = service::CatalogApi::new(catalog::Catalog::new(self.db));
+        let routes = tonic::service::Routes::new(CatalogServiceServer::new(api));
+        server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
+    }
+}

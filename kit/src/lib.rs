@@ -7,6 +7,7 @@ pub mod profiler;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 pub mod time;
 
 pub use db::{Backend, Db, DbConn, DbError};

@@ -1,0 +1,4 @@
+DROP TABLE exercises;
+DROP TABLE lessons;
+DROP TABLE courses;
+DROP TABLE categories;

@@ -1,0 +1,115 @@
+//! `categories`: the subjects courses are filed under, with published-course counts.
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use learnhub_kit::{DbConn, db_run};
+
+use crate::{domain::CourseType, schema::categories};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = categories)]
+pub struct Category {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = categories)]
+pub struct NewCategory<'a> {
+    pub slug: &'a str,
+    pub name: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+/// One row of the published-course census: a category and a course type with its count.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct CategoryTypeCount {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub slug: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub name: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub course_type: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub courses: i64,
+}
+
+/// A category with its number of published courses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryCount {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub course_count: i64,
+}
+
+/// Published courses per category and per type, from one aggregate statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    pub categories: Vec<CategoryCount>,
+    pub per_type: Vec<(CourseType, i64)>,
+}
+
+// Categories with no published course appear with a count of 0 (LEFT JOIN). The status is a
+// literal, so the statement is the same text on both backends and needs no binds.
+const CENSUS_SQL: &str = "SELECT cat.id, cat.slug, cat.name, c.course_type, COUNT(c.id) AS courses \
+     FROM categories cat \
+     LEFT JOIN courses c ON c.category_id = cat.id AND c.status = 'published' \
+     GROUP BY cat.id, cat.slug, cat.name, c.course_type \
+     ORDER BY cat.name, cat.id";
+
+impl Category {
+    pub async fn find_by_slug(conn: &mut DbConn, slug: &str) -> QueryResult<Option<Self>> {
+        db_run!(conn => categories::table
+            .filter(categories::slug.eq(slug))
+            .select(Self::as_select())
+            .first(conn)
+            .await
+            .optional())
+    }
+
+    pub async fn create(conn: &mut DbConn, new: &NewCategory<'_>) -> QueryResult<Self> {
+        db_run!(conn => diesel::insert_into(categories::table)
+            .values(new)
+            .returning(Self::as_returning())
+            .get_result(conn)
+            .await)
+    }
+
+    /// One statement: every category with its published courses, split by type.
+    pub async fn census(conn: &mut DbConn) -> QueryResult<Census> {
+        let rows: Vec<CategoryTypeCount> =
+            db_run!(conn => diesel::sql_query(CENSUS_SQL).load(conn).await)?;
+        Ok(Census::from_rows(rows))
+    }
+}
+
+impl Census {
+    fn from_rows(rows: Vec<CategoryTypeCount>) -> Self {
+        let mut census = Census::default();
+        for course_type in CourseType::ALL {
+            census.per_type.push((*course_type, 0));
+        }
+        for row in rows {
+            if let Some(kind) = row.course_type.as_deref().and_then(CourseType::from_db)
+                && let Some(entry) = census.per_type.iter_mut().find(|(t, _)| *t == kind)
+            {
+                entry.1 += row.courses;
+            }
+            match census.categories.last_mut() {
+                Some(last) if last.id == row.id => last.course_count += row.courses,
+                _ => census.categories.push(CategoryCount {
+                    id: row.id,
+                    slug: row.slug,
+                    name: row.name,
+                    course_count: row.courses,
+                }),
+            }
+        }
+        census
+    }
+}

@@ -1,0 +1,8 @@
+//! catalog-svc over real gRPC, on SQLite and on the real Postgres (a fresh database per test).
+#![allow(clippy::unwrap_used)]
+mod helpers;
+
+mod budgets;
+mod courses;
+mod lessons;
+mod validation;
