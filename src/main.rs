@@ -1,1 +1,152 @@
-fn main() {}
+//! learnhub in one process: gateway + catalog-svc on embedded SQLite, seeded with demo data.
+//! The same services run as separate binaries in Kubernetes (see deploy/).
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use learnhub_kit::{config::DbArgs, shutdown, telemetry};
+
+/// The dev-only signing secret of monolithic mode; set AUTH_JWT_SECRET for anything shared.
+const DEV_SECRET: &str = "learnhub-dev-secret-change-me";
+
+#[derive(Parser)]
+#[command(
+    name = "learnhub",
+    version,
+    about = "learnhub in one process: gateway + services on embedded SQLite with demo data",
+    long_about = "Runs the whole platform in one process (monolithic mode): the gateway on --listen \
+                  and every service on loopback ports, storing data in SQLite files under --data-dir \
+                  and seeding a demo catalog on first start. Run the services separately against \
+                  Postgres and Redis for production (see README)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the gateway listens (gRPC, gRPC-Web and REST on one port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    listen: String,
+    /// Folder for the SQLite databases (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// HS256 secret for caller tokens (default: a dev-only secret).
+    #[arg(long, env = "AUTH_JWT_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true)]
+    auth_jwt_secret: String,
+    /// `text` or `json` logs; filter with RUST_LOG (default info).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed token for calling the gateway (dev secret unless AUTH_JWT_SECRET is set).
+    Token {
+        /// An admin token (subject 0).
+        #[arg(long, conflicts_with = "user")]
+        admin: bool,
+        /// A learner token for this user id.
+        #[arg(long, required_unless_present = "admin")]
+        user: Option<i64>,
+        /// Validity in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        #[arg(long, env = "AUTH_JWT_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true)]
+        auth_jwt_secret: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token { admin, user, hours, auth_jwt_secret }) => {
+            let (subject, role) = match (admin, user) {
+                (true, _) => ("0".to_owned(), gateway::auth::Role::Admin),
+                (false, Some(id)) => (id.to_string(), gateway::auth::Role::Learner),
+                (false, None) => anyhow::bail!("give --admin or --user ID"),
+            };
+            let ttl = Duration::from_secs(hours * 3600);
+            println!("{}", gateway::auth::issue_token(&auth_jwt_secret, &subject, role, ttl)?);
+            Ok(())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(&args.log_format);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let sqlite = |name: &str| format!("sqlite://{}", args.data_dir.join(name).display());
+
+    let catalog = catalog_svc::Application::build(&catalog_svc::Config {
+        listen: "127.0.0.1:0".into(),
+        db: DbArgs {
+            database_url: sqlite("catalog.db"),
+            db_pool_size: 8,
+            slow_query_ms: 100,
+        },
+        cache_addr: None,
+        no_migrate: false,
+    })
+    .await
+    .context("starting catalog-svc")?;
+    if let Some(report) = catalog_svc::seed::demo(catalog.db()).await? {
+        tracing::info!(?report, "seeded the demo catalog");
+    }
+    let catalog_addr = catalog.local_addr();
+
+    let gateway = gateway::Application::build(&gateway::Config {
+        listen: args.listen.clone(),
+        catalog_addr: format!("http://{catalog_addr}"),
+        enrollment_addr: None,
+        cache_addr: None,
+        auth_jwt_secret: args.auth_jwt_secret.clone(),
+        upstream_timeout_ms: 2_000,
+    })
+    .await
+    .context("starting the gateway")?;
+    let port = gateway.local_addr().port();
+    print_banner(port, &catalog_addr.to_string(), &args);
+
+    let stop = shutdown::on_signal();
+    let (catalog_done, gateway_done) = tokio::join!(
+        catalog.run_until_stopped(stop.clone()),
+        gateway.run_until_stopped(stop.clone()),
+    );
+    catalog_done?;
+    gateway_done?;
+    Ok(())
+}
+
+fn print_banner(port: u16, catalog_addr: &str, args: &ServeArgs) {
+    println!(
+        "\nlearnhub is running (monolithic mode: SQLite in {data}/)\n\
+         \n  gateway      http://localhost:{port}   gRPC + gRPC-Web + REST\
+         \n  catalog-svc  http://{catalog_addr}\n\
+         \nTry:\
+         \n  curl -s 'http://localhost:{port}/v1/catalog?type=python&page_size=3'\
+         \n  curl -s http://localhost:{port}/v1/courses/1\
+         \n  curl -s http://localhost:{port}/v1/categories\
+         \n  grpcurl -plaintext localhost:{port} list\
+         \n  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{port} learnhub.gateway.v1.GatewayService/GetCatalogPage\
+         \n  TOKEN=$(cargo run --release -q -- token --admin)\
+         \n  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/admin/courses/3/archive\
+         \n\nCtrl-C stops it.\n",
+        data = args.data_dir.display(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
