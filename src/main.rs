@@ -64,14 +64,22 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Token { admin, user, hours, auth_jwt_secret }) => {
+        Some(Command::Token {
+            admin,
+            user,
+            hours,
+            auth_jwt_secret,
+        }) => {
             let (subject, role) = match (admin, user) {
                 (true, _) => ("0".to_owned(), gateway::auth::Role::Admin),
                 (false, Some(id)) => (id.to_string(), gateway::auth::Role::Learner),
                 (false, None) => anyhow::bail!("give --admin or --user ID"),
             };
             let ttl = Duration::from_secs(hours * 3600);
-            println!("{}", gateway::auth::issue_token(&auth_jwt_secret, &subject, role, ttl)?);
+            println!(
+                "{}",
+                gateway::auth::issue_token(&auth_jwt_secret, &subject, role, ttl)?
+            );
             Ok(())
         }
         None => serve(cli.serve).await,
@@ -79,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(&args.log_format);
+    let _telemetry = telemetry::init("learnhub", &args.log_format);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let sqlite = |name: &str| format!("sqlite://{}", args.data_dir.join(name).display());

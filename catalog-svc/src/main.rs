@@ -38,7 +38,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    telemetry::init(&cli.log.log_format);
+    let _telemetry = telemetry::init("catalog-svc", &cli.log.log_format);
     match cli.command {
         Command::Serve(config) => {
             let app = catalog_svc::Application::build(&config).await?;

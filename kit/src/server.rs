@@ -90,6 +90,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .trace_fn(crate::telemetry::request_span)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained)
         .await?;
