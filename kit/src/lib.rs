@@ -1,5 +1,6 @@
 //! learnhub's runtime kit: what every service shares to start, serve, log and reach its database.
 
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod page_token;
