@@ -89,7 +89,12 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_what_is_not_an_http_address() {
-        for bad in ["127.0.0.1:50051", "https://catalog:443", "http://catalog", "not a uri"] {
+        for bad in [
+            "127.0.0.1:50051",
+            "https://catalog:443",
+            "http://catalog",
+            "not a uri",
+        ] {
             assert!(channel("CATALOG_ADDR", bad).is_err(), "{bad}");
         }
         assert!(channel("CATALOG_ADDR", "http://127.0.0.1:50051").is_ok());

@@ -15,7 +15,7 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
-use crate::profiler::QueryProfiler;
+use crate::profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope};
 
 pub type PgConn = AsyncPgConnection;
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -156,7 +156,10 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 impl Db {
     /// Opens the pool and one connection, so a wrong URL fails at start.
     pub async fn connect(options: &DbOptions) -> Result<Self, DbError> {
-        let profiler = QueryProfiler::new(options.slow_query);
+        let profiler = QueryProfiler::new(ProfilerSettings {
+            slow_threshold: options.slow_query,
+            ..ProfilerSettings::default()
+        });
         let pools = match Backend::from_url(&options.url)? {
             Backend::Postgres => {
                 let config = pg_config(options.application_name, Arc::clone(&profiler));
@@ -185,21 +188,25 @@ impl Db {
         &self.profiler
     }
 
-    /// Checks a connection out; `Unavailable` when none can be had within a few seconds.
+    /// Checks a connection out; `Unavailable` when none can be had within a few seconds. Its
+    /// statements are attributed to the RPC the calling task is serving (see `profiler`).
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         let unavailable = |err: bb8::RunError<PoolError>| DbError::Unavailable(err.to_string());
-        match &self.pools {
-            Pools::Postgres(pool) => pool
-                .get_owned()
-                .await
-                .map(DbConn::Postgres)
-                .map_err(unavailable),
-            Pools::Sqlite(pool) => pool
-                .get_owned()
-                .await
-                .map(DbConn::Sqlite)
-                .map_err(unavailable),
+        let mut conn = match &self.pools {
+            Pools::Postgres(pool) => pool.get_owned().await.map(DbConn::Postgres),
+            Pools::Sqlite(pool) => pool.get_owned().await.map(DbConn::Sqlite),
         }
+        .map_err(unavailable)?;
+        let scope = RpcScope::current();
+        let checked_out = &mut conn;
+        // Safe to reach the instrumentation here: a checked-out connection has no query in
+        // flight (diesel-async waits for a cancelled SQLite query before releasing it).
+        db_run!(checked_out => {
+            if let Some(probe) = checked_out.instrumentation().downcast_mut::<ConnectionProbe>() {
+                probe.attach(scope);
+            }
+        });
+        Ok(conn)
     }
 
     /// One round trip, for readiness checks.

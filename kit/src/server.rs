@@ -91,11 +91,50 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .trace_fn(crate::telemetry::request_span)
+        .layer(ProfileLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained)
         .await?;
     tracing::info!(addr = ?addr, "stopped");
     Ok(())
+}
+
+/// Runs every request inside [`crate::profiler::profile_rpc`], so the SQL it causes is counted
+/// per RPC and N+1 patterns are reported with the RPC's name.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileLayer;
+
+impl<S> tower::Layer<S> for ProfileLayer {
+    type Service = Profiled<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Profiled(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Profiled<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Profiled<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let rpc = request.uri().path().to_owned();
+        Box::pin(crate::profiler::profile_rpc(rpc, self.0.call(request)))
+    }
 }
 
 /// A server task bound to its address, for tests and the monolith.

@@ -5,4 +5,5 @@ mod helpers;
 mod budgets;
 mod courses;
 mod lessons;
+mod profiler;
 mod validation;
