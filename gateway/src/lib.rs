@@ -1,1 +1,121 @@
-//! placeholder
+//! learnhub's front door: gRPC (`learnhub.gateway.v1.GatewayService`), gRPC-Web and REST/JSON
+//! on one port, in front of catalog-svc (and enrollment-svc and cache-svc when configured).
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod grpc;
+pub mod learner;
+pub mod rest;
+pub mod state;
+pub mod upstream;
+
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+use learnhub_kit::{
+    server::{ServeError, bind, serve},
+    shutdown::CancellationToken,
+};
+use learnhub_proto::gateway::v1::gateway_service_server::SERVICE_NAME;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tower::Layer;
+
+pub use crate::{error::Error, grpc::GatewayGrpc, state::Gateway};
+
+/// Gateway configuration; every flag also reads its environment variable.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC, gRPC-Web and REST on.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// catalog-svc's gRPC address, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "CATALOG_ADDR")]
+    pub catalog_addr: String,
+    /// enrollment-svc's gRPC address. Absent: learner calls answer UNAVAILABLE.
+    #[arg(long, env = "ENROLLMENT_ADDR")]
+    pub enrollment_addr: Option<String>,
+    /// cache-svc's gRPC address. Absent: cache admin calls answer UNAVAILABLE.
+    #[arg(long, env = "CACHE_ADDR")]
+    pub cache_addr: Option<String>,
+    /// HS256 secret that signs caller tokens. Never logged.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: String,
+    /// How long one upstream call may take before the caller gets UNAVAILABLE (milliseconds).
+    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 2000)]
+    pub upstream_timeout_ms: u64,
+}
+
+// By hand, so the secret cannot reach a log through `{:?}`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("catalog_addr", &self.catalog_addr)
+            .field("enrollment_addr", &self.enrollment_addr)
+            .field("cache_addr", &self.cache_addr)
+            .field("auth_jwt_secret", &"<redacted>")
+            .field("upstream_timeout_ms", &self.upstream_timeout_ms)
+            .finish()
+    }
+}
+
+/// A gateway bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: Routes,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and prepares lazy upstream channels, so the
+    /// gateway starts even while its upstreams are down.
+    pub async fn build(config: &Config) -> Result<Self, Error> {
+        if config.upstream_timeout_ms == 0 {
+            return Err(Error::Config {
+                flag: "--upstream-timeout-ms",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let upstreams = upstream::Upstreams::connect_lazy(
+            &config.catalog_addr,
+            config.enrollment_addr.as_deref(),
+            config.cache_addr.as_deref(),
+            Duration::from_millis(config.upstream_timeout_ms),
+        )?;
+        let gateway = Arc::new(Gateway::new(
+            upstreams,
+            auth::TokenVerifier::new(&config.auth_jwt_secret).map_err(|_| Error::Config {
+                flag: "--auth-jwt-secret",
+                reason: "must not be empty".into(),
+            })?,
+        ));
+        let listener = bind(&config.listen).await?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            routes: routes(gateway),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight calls.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        tracing::info!(addr = %self.local_addr, "gateway listening (gRPC, gRPC-Web, REST)");
+        serve(self.listener, self.routes, &[SERVICE_NAME], shutdown).await
+    }
+}
+
+/// REST routes plus the gRPC service. gRPC-Web wraps only the gRPC service: on the whole server
+/// it would answer 400 to plain HTTP/1 REST requests.
+pub fn routes(gateway: Arc<Gateway>) -> Routes {
+    let grpc = GatewayGrpc::new(gateway.clone()).into_server();
+    let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc);
+    Routes::from(rest::router(gateway)).add_service(grpc_web)
+}

@@ -1,0 +1,1 @@
+//! enrollment-svc: built under issue 4.

@@ -1,0 +1,331 @@
+//! Catalog operations: the public catalog page, courses and categories, and admin course writes.
+use learnhub_proto::{
+    catalog::v1::{
+        ArchiveCourseRequest, Course, CourseStatus, CourseType, CreateCourseRequest,
+        GetCatalogSummaryRequest, GetCourseRequest, GetCourseResponse, ListCategoriesRequest,
+        ListCategoriesResponse, ListCoursesRequest, PublishCourseRequest, UpdateCourseRequest,
+        get_course_request::Key,
+    },
+    enrollment::v1::BatchGetEnrollmentStateRequest,
+    gateway::v1::{CourseEntry, GetCatalogPageRequest, GetCatalogPageResponse},
+};
+
+use crate::{
+    auth::{Caller, Role, require},
+    error::Error,
+    state::Gateway,
+    upstream::{CATALOG, ENROLLMENT},
+};
+
+/// Largest page a caller may ask for.
+pub const MAX_PAGE_SIZE: i32 = 100;
+/// Longest slug worth sending upstream; anything longer cannot exist.
+const MAX_SLUG_LEN: usize = 200;
+
+/// Checks that `value` could be a slug (`[a-z0-9-]+`), naming `field` when it cannot.
+pub fn validate_slug(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{field}: must not be empty")));
+    }
+    if value.len() > MAX_SLUG_LEN {
+        return Err(Error::invalid(format!(
+            "{field}: at most {MAX_SLUG_LEN} characters"
+        )));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(Error::invalid(format!(
+            "{field}: only a-z, 0-9 and - are allowed, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a page size: 0 means the upstream default, otherwise 1..=100.
+pub fn validate_page_size(page_size: i32) -> Result<(), Error> {
+    if (0..=MAX_PAGE_SIZE).contains(&page_size) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
+        )))
+    }
+}
+
+fn validate_id(field: &str, id: i64) -> Result<(), Error> {
+    if id > 0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{field}: must be a positive integer, got {id}"
+        )))
+    }
+}
+
+/// A course key from a REST path segment: all digits is an id, anything else a slug.
+pub fn course_key(segment: &str) -> Result<Key, Error> {
+    if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+        let id = segment
+            .parse::<i64>()
+            .map_err(|_| Error::invalid(format!("id: out of range: {segment}")))?;
+        validate_id("id", id)?;
+        Ok(Key::Id(id))
+    } else {
+        validate_slug("slug", segment)?;
+        Ok(Key::Slug(segment.to_owned()))
+    }
+}
+
+impl Gateway {
+    /// The catalog summary and one page of published courses, fetched concurrently (one call to
+    /// each RPC), plus the caller's enrollment state for that page when it is a user.
+    pub async fn catalog_page(
+        &self,
+        caller: Option<&Caller>,
+        request: GetCatalogPageRequest,
+    ) -> Result<GetCatalogPageResponse, Error> {
+        if CourseType::try_from(request.course_type).is_err() {
+            return Err(Error::invalid(format!(
+                "course_type: unknown value {}",
+                request.course_type
+            )));
+        }
+        validate_page_size(request.page_size)?;
+        if !request.category.is_empty() {
+            validate_slug("category", &request.category)?;
+        }
+        let upstreams = &self.upstreams;
+        let (mut summary_client, mut list_client) = (upstreams.catalog(), upstreams.catalog());
+        let summary = upstreams.call(
+            CATALOG,
+            summary_client.get_catalog_summary(
+                upstreams.request(GetCatalogSummaryRequest { featured_limit: 0 }),
+            ),
+        );
+        let page = upstreams.call(
+            CATALOG,
+            list_client.list_courses(upstreams.request(ListCoursesRequest {
+                course_type: request.course_type,
+                category: request.category,
+                status: CourseStatus::Published.into(),
+                featured: None,
+                page_size: request.page_size,
+                page_token: request.page_token,
+            })),
+        );
+        let (summary, page) = tokio::try_join!(summary, page)?;
+
+        let mut courses: Vec<CourseEntry> = page
+            .courses
+            .into_iter()
+            .map(|course| CourseEntry {
+                course: Some(course),
+                enrollment: None,
+                completed_lessons: 0,
+            })
+            .collect();
+        self.add_enrollment_state(caller, &mut courses).await;
+        Ok(GetCatalogPageResponse {
+            summary: Some(summary),
+            courses,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// Fills in the caller's enrollments for the page's courses with one batch call. The page is
+    /// still useful without them, so a missing or failing enrollment-svc only logs.
+    async fn add_enrollment_state(&self, caller: Option<&Caller>, courses: &mut [CourseEntry]) {
+        let Some(user_id) = caller.and_then(Caller::user_id) else {
+            return;
+        };
+        if courses.is_empty() || !self.upstreams.has_enrollment() {
+            return;
+        }
+        let Ok(mut client) = self.upstreams.enrollment() else {
+            return;
+        };
+        let course_ids = courses
+            .iter()
+            .filter_map(|entry| entry.course.as_ref().map(|course| course.id))
+            .collect();
+        let request = self.upstreams.request(BatchGetEnrollmentStateRequest {
+            user_id,
+            course_ids,
+        });
+        match self
+            .upstreams
+            .call(ENROLLMENT, client.batch_get_enrollment_state(request))
+            .await
+        {
+            Ok(response) => {
+                for state in response.states {
+                    let Some(enrollment) = state.enrollment else {
+                        continue;
+                    };
+                    if let Some(entry) = courses.iter_mut().find(|entry| {
+                        entry.course.as_ref().map(|course| course.id) == Some(enrollment.course_id)
+                    }) {
+                        entry.enrollment = Some(enrollment);
+                        entry.completed_lessons = state.completed_lessons;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "catalog page served without enrollment state");
+            }
+        }
+    }
+
+    /// A course with its lessons. Drafts and archived courses exist only for admins.
+    pub async fn course(
+        &self,
+        caller: Option<&Caller>,
+        key: Option<Key>,
+    ) -> Result<GetCourseResponse, Error> {
+        let key = match key {
+            None => return Err(Error::invalid("key: set id or slug")),
+            Some(Key::Id(id)) => {
+                validate_id("id", id)?;
+                Key::Id(id)
+            }
+            Some(Key::Slug(slug)) => {
+                validate_slug("slug", &slug)?;
+                Key::Slug(slug)
+            }
+        };
+        let shown = match &key {
+            Key::Id(id) => format!("id {id}"),
+            Key::Slug(slug) => format!("slug {slug:?}"),
+        };
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(GetCourseRequest { key: Some(key) });
+        let response = self
+            .upstreams
+            .call(CATALOG, client.get_course(request))
+            .await?;
+        let is_admin = caller.is_some_and(|caller| caller.role == Role::Admin);
+        let published = response
+            .course
+            .as_ref()
+            .is_some_and(|course| course.status == i32::from(CourseStatus::Published));
+        if published || is_admin {
+            Ok(response)
+        } else {
+            Err(Error::NotFound(format!("no published course with {shown}")))
+        }
+    }
+
+    pub async fn categories(&self) -> Result<ListCategoriesResponse, Error> {
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(ListCategoriesRequest {});
+        self.upstreams
+            .call(CATALOG, client.list_categories(request))
+            .await
+    }
+
+    pub async fn create_course(
+        &self,
+        caller: Option<&Caller>,
+        request: CreateCourseRequest,
+    ) -> Result<Course, Error> {
+        require(caller, Role::Admin)?;
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(request);
+        self.upstreams
+            .call(CATALOG, client.create_course(request))
+            .await
+    }
+
+    /// Changes only the fields that are set.
+    pub async fn update_course(
+        &self,
+        caller: Option<&Caller>,
+        request: UpdateCourseRequest,
+    ) -> Result<Course, Error> {
+        require(caller, Role::Admin)?;
+        validate_id("id", request.id)?;
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(request);
+        self.upstreams
+            .call(CATALOG, client.update_course(request))
+            .await
+    }
+
+    pub async fn publish_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
+        require(caller, Role::Admin)?;
+        validate_id("id", id)?;
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(PublishCourseRequest { id });
+        self.upstreams
+            .call(CATALOG, client.publish_course(request))
+            .await
+    }
+
+    pub async fn archive_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
+        require(caller, Role::Admin)?;
+        validate_id("id", id)?;
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(ArchiveCourseRequest { id });
+        self.upstreams
+            .call(CATALOG, client.archive_course(request))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert!(validate_slug("slug", "intro-to-sql-2").is_ok());
+        for bad in ["", "Intro", "a_b", "a b", "ü", "a/b", &"a".repeat(201)] {
+            let err = validate_slug("slug", bad).unwrap_err();
+            assert!(err.to_string().starts_with("slug: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn page_sizes() {
+        for ok in [0, 1, 20, 100] {
+            assert!(validate_page_size(ok).is_ok());
+        }
+        for bad in [-1, 101, i32::MAX, i32::MIN] {
+            assert!(
+                validate_page_size(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("page_size")
+            );
+        }
+    }
+
+    #[test]
+    fn course_keys() {
+        assert_eq!(course_key("42").unwrap(), Key::Id(42));
+        assert_eq!(
+            course_key("sql-basics").unwrap(),
+            Key::Slug("sql-basics".into())
+        );
+        assert_eq!(
+            course_key("101-python").unwrap(),
+            Key::Slug("101-python".into())
+        );
+        assert!(course_key("0").unwrap_err().to_string().contains("id"));
+        assert!(
+            course_key("99999999999999999999")
+                .unwrap_err()
+                .to_string()
+                .contains("id")
+        );
+        assert!(
+            course_key("Bad_Slug")
+                .unwrap_err()
+                .to_string()
+                .contains("slug")
+        );
+        assert!(course_key("").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Request extractors whose rejections are our JSON 400s (axum's defaults are plain text) and
+//! whose authentication runs before the body is read, so an anonymous caller learns nothing from
+//! validation errors.
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    auth::{Caller, Role, require},
+    error::Error,
+    state::Gateway,
+};
+
+/// A JSON body; a wrong content type or malformed/mistyped JSON is a 400 naming the problem.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Error::invalid(format!(
+                "request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// A query string; unknown or malformed parameters are a 400 naming them.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Error::invalid(format!(
+                "query string: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// One path segment, as text (ids and slugs are parsed by the handler so errors name them).
+pub struct PathSegment(pub String);
+
+impl<S> FromRequestParts<S> for PathSegment
+where
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Error::invalid(format!("path: {}", rejection.body_text()))),
+        }
+    }
+}
+
+impl PathSegment {
+    /// The segment as a positive id, or a 400 naming `id`.
+    pub fn id(&self) -> Result<i64, Error> {
+        match self.0.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(id),
+            _ => Err(Error::invalid(format!(
+                "id: must be a positive integer, got {:?}",
+                self.0
+            ))),
+        }
+    }
+}
+
+/// The caller, if an `Authorization` header is sent; a bad header is a 401 even here.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<Arc<Gateway>> for MaybeCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        Ok(Self(gateway.authenticate(header)?))
+    }
+}
+
+/// An admin caller: 401 without a valid token, 403 with a learner's.
+pub struct AdminCaller(pub Caller);
+
+impl FromRequestParts<Arc<Gateway>> for AdminCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let MaybeCaller(caller) = MaybeCaller::from_request_parts(parts, gateway).await?;
+        Ok(Self(require(caller.as_ref(), Role::Admin)?.clone()))
+    }
+}

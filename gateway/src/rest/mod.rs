@@ -1,0 +1,258 @@
+//! REST/JSON routes: the public catalog, admin course writes, liveness and readiness.
+pub mod extract;
+pub mod json;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+    routing::{get, patch, post},
+};
+use http::{HeaderMap, StatusCode};
+use learnhub_proto::{catalog::v1::CourseType, gateway::v1::GetCatalogPageRequest};
+
+use self::{
+    extract::{AdminCaller, JsonBody, MaybeCaller, PathSegment, QueryParams},
+    json::{
+        CatalogPageJson, CatalogQuery, CategoriesJson, CourseDetailJson, CourseJson,
+        CreateCourseJson, UpdateCourseJson,
+    },
+};
+use crate::{
+    catalog::{MAX_PAGE_SIZE, course_key},
+    error::{Error, ErrorBody},
+    state::Gateway,
+};
+
+/// Every REST route, with JSON answers for unknown paths and methods.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/catalog", get(catalog_page))
+        .route("/v1/courses/{key}", get(course))
+        .route("/v1/categories", get(categories))
+        .route("/v1/admin/courses", post(create_course))
+        .route("/v1/admin/courses/{id}", patch(update_course))
+        .route("/v1/admin/courses/{id}/publish", post(publish_course))
+        .route("/v1/admin/courses/{id}/archive", post(archive_course))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
+/// `GET /v1/catalog?type=python|sql&category=<slug>&page_size=1..=100&page_token=...`
+fn catalog_request(query: CatalogQuery) -> Result<GetCatalogPageRequest, Error> {
+    let present = |value: Option<String>| value.filter(|value| !value.is_empty());
+    let course_type = match present(query.course_type).as_deref() {
+        None => CourseType::Unspecified,
+        Some("python") => CourseType::Python,
+        Some("sql") => CourseType::Sql,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "type: must be python or sql, got {other:?}"
+            )));
+        }
+    };
+    // Over REST an explicit page_size must be a real size; leaving it out means the default.
+    let page_size = match present(query.page_size) {
+        None => 0,
+        Some(text) => match text.parse::<i32>() {
+            Ok(size) if (1..=MAX_PAGE_SIZE).contains(&size) => size,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "page_size: must be an integer between 1 and {MAX_PAGE_SIZE}, got {text:?}"
+                )));
+            }
+        },
+    };
+    Ok(GetCatalogPageRequest {
+        course_type: course_type.into(),
+        category: present(query.category).unwrap_or_default(),
+        page_size,
+        page_token: present(query.page_token).unwrap_or_default(),
+    })
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/catalog"))]
+async fn catalog_page(
+    State(gateway): State<Arc<Gateway>>,
+    MaybeCaller(caller): MaybeCaller,
+    QueryParams(query): QueryParams<CatalogQuery>,
+) -> Result<Json<CatalogPageJson>, Error> {
+    let request = catalog_request(query)?;
+    let page = gateway.catalog_page(caller.as_ref(), request).await?;
+    Ok(Json(page.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/courses/{key}", key = %key.0))]
+async fn course(
+    State(gateway): State<Arc<Gateway>>,
+    MaybeCaller(caller): MaybeCaller,
+    key: PathSegment,
+) -> Result<Json<CourseDetailJson>, Error> {
+    let key = course_key(&key.0)?;
+    let course = gateway.course(caller.as_ref(), Some(key)).await?;
+    Ok(Json(course.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/categories"))]
+async fn categories(
+    State(gateway): State<Arc<Gateway>>,
+    // Authenticated like every route, so a bad token is a 401 everywhere, not only sometimes.
+    MaybeCaller(_caller): MaybeCaller,
+) -> Result<Json<CategoriesJson>, Error> {
+    let response = gateway.categories().await?;
+    Ok(Json(CategoriesJson {
+        categories: response.categories.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(route = "POST /v1/admin/courses", admin = %admin.subject))]
+async fn create_course(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    JsonBody(body): JsonBody<CreateCourseJson>,
+) -> Result<(StatusCode, Json<CourseJson>), Error> {
+    let course = gateway.create_course(Some(&admin), body.into()).await?;
+    Ok((StatusCode::CREATED, Json(course.into())))
+}
+
+#[tracing::instrument(skip_all, fields(route = "PATCH /v1/admin/courses/{id}", admin = %admin.subject, id = %id.0))]
+async fn update_course(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    id: PathSegment,
+    JsonBody(body): JsonBody<UpdateCourseJson>,
+) -> Result<Json<CourseJson>, Error> {
+    let id = id.id()?;
+    let course = gateway
+        .update_course(Some(&admin), body.into_request(id))
+        .await?;
+    Ok(Json(course.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "POST /v1/admin/courses/{id}/publish", admin = %admin.subject, id = %id.0))]
+async fn publish_course(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    id: PathSegment,
+) -> Result<Json<CourseJson>, Error> {
+    let course = gateway.publish_course(Some(&admin), id.id()?).await?;
+    Ok(Json(course.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "POST /v1/admin/courses/{id}/archive", admin = %admin.subject, id = %id.0))]
+async fn archive_course(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    id: PathSegment,
+) -> Result<Json<CourseJson>, Error> {
+    let course = gateway.archive_course(Some(&admin), id.id()?).await?;
+    Ok(Json(course.into()))
+}
+
+/// Alive: answers without touching any upstream.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready: every configured upstream answers its gRPC health check SERVING within the timeout.
+#[tracing::instrument(skip_all, fields(route = "GET /readyz"))]
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let dependencies = gateway.upstreams.readiness().await;
+    let failing: Vec<String> = dependencies
+        .iter()
+        .filter(|dep| dep.required && !dep.ready)
+        .map(|dep| format!("{} ({})", dep.name, dep.state))
+        .collect();
+    if failing.is_empty() {
+        Json(serde_json::json!({"status": "ready", "dependencies": dependencies})).into_response()
+    } else {
+        let body = serde_json::json!({
+            "code": "unavailable",
+            "message": format!("not ready: {}", failing.join(", ")),
+            "dependencies": dependencies,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+/// A gRPC client asking for a method we do not serve gets UNIMPLEMENTED, as from any gRPC server.
+fn grpc_unimplemented(request: &Request) -> Response {
+    let status = tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));
+    status.into_http::<axum::body::Body>().into_response()
+}
+
+async fn not_found(request: Request) -> Response {
+    if is_grpc(request.headers()) {
+        return grpc_unimplemented(&request);
+    }
+    let body = ErrorBody {
+        code: "not_found",
+        message: format!("no route for {} {}", request.method(), request.uri().path()),
+    };
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    if is_grpc(request.headers()) {
+        return grpc_unimplemented(&request);
+    }
+    let body = ErrorBody {
+        code: "method_not_allowed",
+        message: format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> CatalogQuery {
+        let mut q = CatalogQuery::default();
+        for (key, value) in pairs {
+            let value = Some((*value).to_owned());
+            match *key {
+                "type" => q.course_type = value,
+                "category" => q.category = value,
+                "page_size" => q.page_size = value,
+                "page_token" => q.page_token = value,
+                _ => unreachable!(),
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn catalog_query_validation_names_the_field() {
+        let ok = catalog_request(query(&[("type", "sql"), ("page_size", "10")])).unwrap();
+        assert_eq!(ok.course_type, i32::from(CourseType::Sql));
+        assert_eq!(ok.page_size, 10);
+        assert_eq!(catalog_request(query(&[])).unwrap().page_size, 0);
+        for (pairs, field) in [
+            (vec![("page_size", "0")], "page_size"),
+            (vec![("page_size", "101")], "page_size"),
+            (vec![("page_size", "ten")], "page_size"),
+            (vec![("page_size", "-1")], "page_size"),
+            (vec![("type", "ruby")], "type"),
+        ] {
+            let err = catalog_request(query(&pairs)).unwrap_err();
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The services behind the gateway: lazy channels, per-call timeouts, readiness checks.
+use std::{future::Future, time::Duration};
+
+use learnhub_proto::{
+    cache::v1::cache_service_client::CacheServiceClient,
+    catalog::v1::catalog_service_client::CatalogServiceClient,
+    enrollment::v1::enrollment_service_client::EnrollmentServiceClient,
+};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use tonic::Code;
+
+use crate::error::{Error, passes_through};
+
+pub const CATALOG: &str = "catalog-svc";
+pub const ENROLLMENT: &str = "enrollment-svc";
+pub const CACHE: &str = "cache-svc";
+
+/// One upstream: its name, the gRPC service its health is checked for, and its channel.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: &'static str,
+    health_service: &'static str,
+    channel: Channel,
+}
+
+/// Clients for every upstream. Channels connect lazily, so the gateway starts (and answers
+/// `/healthz`) while an upstream is still down; calls then fail fast with UNAVAILABLE.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    catalog: Upstream,
+    enrollment: Option<Upstream>,
+    cache: Option<Upstream>,
+    timeout: Duration,
+}
+
+/// Readiness of one upstream, for `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub name: &'static str,
+    pub ready: bool,
+    /// Whether the gateway is unready without it. cache-svc is not required: the services
+    /// read from their databases when it is away.
+    pub required: bool,
+    /// "serving", or why not: "not_serving", "unavailable", "timeout", "unimplemented", ...
+    pub state: String,
+}
+
+impl Upstreams {
+    /// Lazy channels to the configured addresses (`http://host:port`; a bare `host:port` gets `http://`).
+    pub fn connect_lazy(
+        catalog: &str,
+        enrollment: Option<&str>,
+        cache: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let upstream = |flag: &'static str,
+                        name: &'static str,
+                        health_service: &'static str,
+                        addr: &str|
+         -> Result<Upstream, Error> {
+            let uri = if addr.contains("://") {
+                addr.to_owned()
+            } else {
+                format!("http://{addr}")
+            };
+            // Host names are re-resolved and balanced over every pod (headless Services).
+            let channel =
+                learnhub_kit::client::channel(flag, &uri).map_err(|err| Error::Config {
+                    flag,
+                    reason: err.reason,
+                })?;
+            Ok(Upstream {
+                name,
+                health_service,
+                channel,
+            })
+        };
+        Ok(Self {
+            catalog: upstream(
+                "--catalog-addr",
+                CATALOG,
+                "learnhub.catalog.v1.CatalogService",
+                catalog,
+            )?,
+            enrollment: enrollment
+                .filter(|addr| !addr.trim().is_empty())
+                .map(|addr| {
+                    upstream(
+                        "--enrollment-addr",
+                        ENROLLMENT,
+                        "learnhub.enrollment.v1.EnrollmentService",
+                        addr,
+                    )
+                })
+                .transpose()?,
+            cache: cache
+                .filter(|addr| !addr.trim().is_empty())
+                .map(|addr| {
+                    upstream(
+                        "--cache-addr",
+                        CACHE,
+                        "learnhub.cache.v1.CacheService",
+                        addr,
+                    )
+                })
+                .transpose()?,
+            timeout,
+        })
+    }
+
+    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.catalog.channel.clone())
+    }
+
+    /// The enrollment client, or UNAVAILABLE when enrollment-svc is not configured.
+    pub fn enrollment(&self) -> Result<EnrollmentServiceClient<Channel>, Error> {
+        self.enrollment
+            .as_ref()
+            .map(|up| EnrollmentServiceClient::new(up.channel.clone()))
+            .ok_or(Error::NotConfigured(ENROLLMENT))
+    }
+
+    pub fn has_enrollment(&self) -> bool {
+        self.enrollment.is_some()
+    }
+
+    /// The cache client, or UNAVAILABLE when cache-svc is not configured.
+    pub fn cache(&self) -> Result<CacheServiceClient<Channel>, Error> {
+        self.cache
+            .as_ref()
+            .map(|up| CacheServiceClient::new(up.channel.clone()))
+            .ok_or(Error::NotConfigured(CACHE))
+    }
+
+    /// A request carrying our deadline as `grpc-timeout`, so the upstream can stop working on a
+    /// call nobody waits for any more.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        // One trace from the caller through every service it reaches.
+        learnhub_kit::telemetry::inject_trace_context(request.metadata_mut());
+        request
+    }
+
+    /// Awaits one upstream call within the timeout. A channel that cannot connect could otherwise
+    /// wait much longer than the caller should.
+    pub async fn call<T, F>(&self, service: &'static str, call: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        // Failures are logged here, inside the handler's span; the caller sees only the status.
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => {
+                let code = status.code();
+                if matches!(code, Code::Unavailable | Code::Cancelled) {
+                    tracing::warn!(
+                        service,
+                        ?code,
+                        message = status.message(),
+                        "upstream unavailable"
+                    );
+                } else if !passes_through(code) {
+                    tracing::error!(
+                        service,
+                        ?code,
+                        message = status.message(),
+                        "upstream failed"
+                    );
+                }
+                Err(Error::Upstream { service, status })
+            }
+            Err(_) => {
+                let timeout_ms = self.timeout.as_millis();
+                tracing::warn!(service, timeout_ms, "upstream timed out");
+                Err(Error::Timeout {
+                    service,
+                    timeout_ms,
+                })
+            }
+        }
+    }
+
+    /// Checks every configured upstream's `grpc.health.v1` status concurrently.
+    pub async fn readiness(&self) -> Vec<Readiness> {
+        let checks = [
+            Some(&self.catalog),
+            self.enrollment.as_ref(),
+            self.cache.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|upstream| self.check(upstream));
+        futures::future::join_all(checks).await
+    }
+
+    async fn check(&self, upstream: &Upstream) -> Readiness {
+        let mut client = HealthClient::new(upstream.channel.clone());
+        let request = self.request(HealthCheckRequest {
+            service: upstream.health_service.to_owned(),
+        });
+        // The reason is kept short (a code, not the transport error): /readyz is public.
+        let state = match self.call(upstream.name, client.check(request)).await {
+            Ok(response) => match ServingStatus::try_from(response.status) {
+                Ok(ServingStatus::Serving) => "serving".to_owned(),
+                Ok(other) => other.as_str_name().to_lowercase(),
+                Err(_) => "unknown".to_owned(),
+            },
+            Err(Error::Upstream { status, .. }) => {
+                crate::error::code_name(status.code()).to_owned()
+            }
+            Err(_) => "timeout".to_owned(),
+        };
+        Readiness {
+            name: upstream.name,
+            ready: state == "serving",
+            required: upstream.name != CACHE,
+            state,
+        }
+    }
+}

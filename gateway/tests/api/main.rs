@@ -1,0 +1,146 @@
+//! The gateway over real HTTP and gRPC, in front of in-memory upstream fakes.
+// Helpers and fakes outside #[test] fns panic on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+mod fakes;
+mod grpc;
+mod rest;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use fakes::FakeCatalog;
+use gateway::auth::{Role, issue_token};
+use learnhub_kit::shutdown::CancellationToken;
+
+pub const SECRET: &str = "gateway-test-secret";
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub catalog: Arc<FakeCatalog>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestGateway {
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url))
+    }
+
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.patch(format!("{}{path}", self.url))
+    }
+
+    pub async fn grpc(
+        &self,
+    ) -> learnhub_proto::gateway::v1::gateway_service_client::GatewayServiceClient<
+        tonic::transport::Channel,
+    > {
+        learnhub_proto::gateway::v1::gateway_service_client::GatewayServiceClient::connect(format!(
+            "http://{}",
+            self.addr
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+pub struct Options {
+    pub catalog: FakeCatalog,
+    /// Point CATALOG_ADDR at a closed port instead of the fake.
+    pub catalog_down: bool,
+    pub enrollment: bool,
+    pub timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            catalog: FakeCatalog::new(),
+            catalog_down: false,
+            enrollment: false,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+pub async fn spawn_gateway(options: Options) -> TestGateway {
+    let shutdown = CancellationToken::new();
+    let catalog = Arc::new(options.catalog);
+    let catalog_addr = if options.catalog_down {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}")
+    } else {
+        fakes::spawn_catalog(catalog.clone(), &shutdown).await
+    };
+    let enrollment_addr = if options.enrollment {
+        Some(fakes::spawn_enrollment(&shutdown).await)
+    } else {
+        None
+    };
+    let config = gateway::Config {
+        listen: "127.0.0.1:0".into(),
+        catalog_addr,
+        enrollment_addr,
+        cache_addr: None,
+        auth_jwt_secret: SECRET.into(),
+        upstream_timeout_ms: options.timeout_ms,
+    };
+    let app = gateway::Application::build(&config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestGateway {
+        addr,
+        url: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        catalog,
+        shutdown,
+    }
+}
+
+pub fn token(role: Role, subject: &str) -> String {
+    issue_token(SECRET, subject, role, Duration::from_secs(600)).unwrap()
+}
+
+pub fn admin() -> String {
+    token(Role::Admin, "1000")
+}
+
+pub fn learner() -> String {
+    token(Role::Learner, "1")
+}
+
+#[tokio::test]
+async fn config_debug_hides_the_secret() {
+    let config = gateway::Config {
+        listen: "127.0.0.1:0".into(),
+        catalog_addr: "http://127.0.0.1:1".into(),
+        enrollment_addr: None,
+        cache_addr: None,
+        auth_jwt_secret: "super-secret-value".into(),
+        upstream_timeout_ms: 10,
+    };
+    assert!(!format!("{config:?}").contains("super-secret-value"));
+    let empty = gateway::Config {
+        auth_jwt_secret: String::new(),
+        ..config.clone()
+    };
+    assert!(gateway::Application::build(&empty).await.is_err());
+    let bad_addr = gateway::Config {
+        catalog_addr: "http://exa mple:1".into(),
+        ..config
+    };
+    let err = gateway::Application::build(&bad_addr).await.err().unwrap();
+    assert!(err.to_string().contains("--catalog-addr"), "{err}");
+}
