@@ -53,3 +53,79 @@ async fn health_follows_catalog_svc(backend: Backend) {
         assert!(message.contains("catalog-svc"), "{message}");
     }
 }
+
+on_both_backends!(reflection_lists_and_describes_services);
+
+/// What `grpcurl -plaintext HOST:PORT list` and `describe` ask, on both reflection versions.
+async fn reflection_lists_and_describes_services(backend: Backend) {
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let platform = spawn_platform(backend).await;
+    let channel = tonic::transport::Endpoint::from_shared(platform.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let requests = [
+        v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+        v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "learnhub.gateway.v1.GatewayService".into(),
+        ),
+    ]
+    .map(|message| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    });
+    let mut answers = client
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "learnhub.gateway.v1.GatewayService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected file descriptors");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "learnhub.gateway.v1.GatewayService")
+    );
+}
