@@ -34,6 +34,9 @@ struct ServeArgs {
     /// Folder for the SQLite databases (created if missing).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Use this Redis for the cache instead of the in-process store (e.g. redis://127.0.0.1:6379).
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
     /// HS256 secret for caller tokens (default: a dev-only secret).
     #[arg(long, env = "AUTH_JWT_SECRET", default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true)]
     auth_jwt_secret: String,
@@ -92,6 +95,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let sqlite = |name: &str| format!("sqlite://{}", args.data_dir.join(name).display());
 
+    let cache = cache_svc::Application::build(&cache_svc::Config {
+        listen: "127.0.0.1:0".into(),
+        redis_url: args.redis_url.clone(),
+        ..cache_svc::Config::default()
+    })
+    .await
+    .context("starting cache-svc")?;
+    let cache_addr = cache.local_addr();
+
     let catalog = catalog_svc::Application::build(&catalog_svc::Config {
         listen: "127.0.0.1:0".into(),
         db: DbArgs {
@@ -99,7 +111,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             db_pool_size: 8,
             slow_query_ms: 100,
         },
-        cache_addr: None,
+        cache_addr: Some(format!("http://{cache_addr}")),
         no_migrate: false,
     })
     .await
@@ -113,30 +125,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen.clone(),
         catalog_addr: format!("http://{catalog_addr}"),
         enrollment_addr: None,
-        cache_addr: None,
+        cache_addr: Some(format!("http://{cache_addr}")),
         auth_jwt_secret: args.auth_jwt_secret.clone(),
         upstream_timeout_ms: 2_000,
     })
     .await
     .context("starting the gateway")?;
     let port = gateway.local_addr().port();
-    print_banner(port, &catalog_addr.to_string(), &args);
+    let services = Services {
+        catalog: catalog_addr.to_string(),
+        cache: cache_addr.to_string(),
+    };
+    print_banner(port, &services, &args);
 
     let stop = shutdown::on_signal();
-    let (catalog_done, gateway_done) = tokio::join!(
+    let (catalog_done, cache_done, gateway_done) = tokio::join!(
         catalog.run_until_stopped(stop.clone()),
+        cache.run_until_stopped(stop.clone()),
         gateway.run_until_stopped(stop.clone()),
     );
     catalog_done?;
+    cache_done?;
     gateway_done?;
     Ok(())
 }
 
-fn print_banner(port: u16, catalog_addr: &str, args: &ServeArgs) {
+/// Loopback addresses of the services behind the gateway.
+struct Services {
+    catalog: String,
+    cache: String,
+}
+
+fn print_banner(port: u16, services: &Services, args: &ServeArgs) {
+    let store = match &args.redis_url {
+        Some(_) => "Redis",
+        None => "in-process store",
+    };
     println!(
-        "\nlearnhub is running (monolithic mode: SQLite in {data}/)\n\
+        "\nlearnhub is running (monolithic mode: SQLite in {data}/, cache: {store})\n\
          \n  gateway      http://localhost:{port}   gRPC + gRPC-Web + REST\
-         \n  catalog-svc  http://{catalog_addr}\n\
+         \n  catalog-svc  http://{catalog}\
+         \n  cache-svc    http://{cache}\n\
          \nTry:\
          \n  curl -s 'http://localhost:{port}/v1/catalog?type=python&page_size=3'\
          \n  curl -s http://localhost:{port}/v1/courses/1\
@@ -145,8 +174,11 @@ fn print_banner(port: u16, catalog_addr: &str, args: &ServeArgs) {
          \n  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{port} learnhub.gateway.v1.GatewayService/GetCatalogPage\
          \n  TOKEN=$(cargo run --release -q -- token --admin)\
          \n  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/admin/courses/3/archive\
+         \n  curl -s -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/admin/cache/stats\
          \n\nCtrl-C stops it.\n",
         data = args.data_dir.display(),
+        catalog = services.catalog,
+        cache = services.cache,
     );
 }
 

@@ -1,1 +1,120 @@
-//! placeholder: built under issue 3
+//! cache-svc: the one owner of Redis — statistics, pattern invalidation, safe fills, fallback.
+//!
+//! [`Application::build`] binds the listener and connects the store; [`Application::run_until_stopped`]
+//! serves `learnhub.cache.v1` (plus health and reflection) until the token is cancelled. Without a
+//! Redis URL the bounded in-process store is the whole cache (the monolith's mode).
+//!
+//! What the numbers mean:
+//! - keys are `namespace:rest`; the namespace (`[A-Za-z0-9_.-]`, at most 64 bytes) is the unit of
+//!   statistics and of O(1) invalidation. Values are opaque bytes.
+//! - `InvalidatePattern("ns:*")` bumps the namespace generation (one Lua call, O(log N) for the
+//!   count); `removed` is the number of live values the old generation held, read from its index
+//!   sorted set with ZCOUNT (exact unless something outside cache-svc deleted or evicted keys). The
+//!   old entries are unreachable at once and deleted by a background sweep in batches of 1000.
+//!   Narrower patterns run `SCAN MATCH .. COUNT 1000` + batched UNLINK; `removed` counts the values
+//!   unlinked (lease markers are removed too, not counted).
+//! - statistics: `hits`/`misses` per key looked up; `sets` values stored; `sets_refused` fills whose
+//!   lease an invalidation voided; `deletes` values removed by Delete; `invalidations`
+//!   InvalidatePattern calls and `entries_removed` their `removed`; `errors` failed Redis calls
+//!   while serving, per key (each is then served by the in-process store). `key_count` is the live
+//!   values under this service's prefix (sum of the current generations' index counts), never
+//!   DBSIZE; `redis_used_memory_bytes` is Redis's own `used_memory`, the whole instance's.
+//! - Clear bumps every namespace (found in `P#namespaces` and by a SCAN for generation keys) and
+//!   deletes the old generations before it returns; generations themselves are never deleted.
+//! - Redis persistence: a Redis restored from an old snapshot brings back whatever the snapshot
+//!   held, as it would for any DEL. Run the cache's Redis without persistence (as the tests do), or
+//!   with an AOF that syncs every write.
+use std::{net::SocketAddr, sync::Arc};
+
+use learnhub_kit::{server::ServeError, shutdown::CancellationToken};
+use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub mod bench;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod service;
+pub mod stats;
+pub mod store;
+
+pub use cache::Cache;
+pub use config::Config;
+pub use error::Error;
+
+/// Largest gRPC message in either direction: batches of values up to the value limit.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A bound, connected cache-svc, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    cache: Cache,
+    limits: service::Limits,
+}
+
+impl Application {
+    /// Binds `config.listen` (port 0 picks a free port) and starts the store. Redis being down is
+    /// not an error: the in-process store serves until it is back.
+    pub async fn build(config: &Config) -> Result<Self, Error> {
+        if config.key_prefix.is_empty() {
+            return Err(Error::invalid(
+                "key_prefix",
+                "must not be empty: it keeps this cache's keys apart in a shared Redis",
+            ));
+        }
+        let listener = learnhub_kit::server::bind(&config.listen).await?;
+        let addr = listener.local_addr().map_err(|source| {
+            Error::Serve(ServeError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })
+        })?;
+        let cache = Cache::start(
+            cache::CacheOptions {
+                memory_capacity: config.memory_capacity,
+                lease_ttl: config.lease_ttl(),
+                redis: config.redis_options(),
+            },
+            Arc::new(stats::Stats::new()),
+        )
+        .await?;
+        Ok(Self {
+            listener,
+            addr,
+            cache,
+            limits: service::Limits {
+                default_ttl: config.default_ttl(),
+                max_value_bytes: config.max_value_bytes,
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The cache behind the service (tests read its state directly).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops the background tasks.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let api = service::CacheApi::new(self.cache.clone(), self.limits);
+        let server = CacheServiceServer::new(api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let result = learnhub_kit::server::serve(
+            self.listener,
+            Routes::new(server),
+            &[SERVICE_NAME],
+            shutdown,
+        )
+        .await;
+        self.cache.close();
+        result
+    }
+}

@@ -27,14 +27,6 @@ pub struct CoursePage {
     pub next_after: Option<i64>,
 }
 
-/// What the catalog landing page shows besides the course list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub census: Census,
-    pub featured_python: Vec<Course>,
-    pub featured_sql: Vec<Course>,
-}
-
 /// Fields of a new course.
 #[derive(Debug, Clone)]
 pub struct CourseDraft {
@@ -112,30 +104,30 @@ impl Catalog {
         Ok(in_request_order(ids, found, |c| c.row.id))
     }
 
-    /// Three statements: the census, featured Python, featured SQL.
-    pub async fn summary(&self, featured_limit: i64) -> Result<Summary> {
+    /// One statement: published courses per type and per category.
+    pub async fn census(&self) -> Result<Census> {
         let mut conn = self.conn().await?;
-        let census = Category::census(&mut conn).await?;
-        let featured = |course_type| CourseFilter {
+        Ok(Category::census(&mut conn).await?)
+    }
+
+    /// One statement: the first `limit` featured, published courses of a type.
+    pub async fn featured(&self, course_type: CourseType, limit: i64) -> Result<Vec<Course>> {
+        let mut conn = self.conn().await?;
+        let filter = CourseFilter {
             course_type: Some(course_type),
             status: Some(CourseStatus::Published),
             featured: Some(true),
             ..CourseFilter::default()
         };
-        let featured_python = CourseRow::list(
-            &mut conn,
-            &featured(CourseType::Python),
-            None,
-            featured_limit,
-        )
-        .await?;
-        let featured_sql =
-            CourseRow::list(&mut conn, &featured(CourseType::Sql), None, featured_limit).await?;
-        Ok(Summary {
-            census,
-            featured_python,
-            featured_sql,
-        })
+        Ok(CourseRow::list(&mut conn, &filter, None, limit).await?)
+    }
+
+    /// The slug of a course (to name its cache entries after a lesson changes).
+    pub async fn course_slug(&self, id: i64) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        Ok(CourseRow::find(&mut conn, id)
+            .await?
+            .map(|course| course.row.slug))
     }
 
     pub async fn categories(&self) -> Result<Vec<CategoryCount>> {
@@ -192,8 +184,12 @@ impl Catalog {
         })
     }
 
-    pub async fn update_course(&self, id: i64, update: CourseUpdate) -> Result<Course> {
+    /// Returns the course as updated and the slug it had before (its old cache entries).
+    pub async fn update_course(&self, id: i64, update: CourseUpdate) -> Result<(Course, String)> {
         let mut conn = self.conn().await?;
+        let before = CourseRow::find(&mut conn, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
         let category = match &update.category {
             Some(slug) => Some(find_category(&mut conn, slug).await?),
             None => None,
@@ -214,9 +210,10 @@ impl Catalog {
         if updated.is_none() {
             return Err(Error::NotFound(CourseKey::Id(id).to_string()));
         }
-        CourseRow::find(&mut conn, id)
+        let after = CourseRow::find(&mut conn, id)
             .await?
-            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))
+            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
+        Ok((after, before.row.slug))
     }
 
     /// draft → published (published stays published, keeping its first published_at).

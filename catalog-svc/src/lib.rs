@@ -2,6 +2,7 @@
 use std::net::SocketAddr;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_kit::{
     Db,
     config::DbArgs,
@@ -57,12 +58,15 @@ pub enum StartError {
     Db(#[from] learnhub_kit::DbError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("CACHE_ADDR: {0}")]
+    Cache(#[from] learnhub_cache_client::CacheError),
 }
 
 /// A catalog-svc bound to its address, ready to serve.
 pub struct Application {
     listener: TcpListener,
     db: Db,
+    cache: Option<CacheClient>,
 }
 
 impl Application {
@@ -81,8 +85,18 @@ impl Application {
             application_name: "catalog-svc",
         })
         .await?;
+        let cache = config
+            .cache_addr
+            .as_deref()
+            .filter(|addr| !addr.trim().is_empty())
+            .map(|addr| CacheClient::connect_lazy(addr, CacheClientOptions::default()))
+            .transpose()?;
         let listener = server::bind(&config.listen).await?;
-        Ok(Self { listener, db })
+        Ok(Self {
+            listener,
+            db,
+            cache,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -91,13 +105,18 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The cache client, when CACHE_ADDR is set (tests read its counters).
+    pub fn cache(&self) -> Option<&CacheClient> {
+        self.cache.as_ref()
+    }
+
     /// The database the service uses (tests read its profiler; the monolith seeds it).
     pub fn db(&self) -> &Db {
         &self.db
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let api = service::CatalogApi::new(catalog::Catalog::new(self.db));
+        let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
         let routes = tonic::service::Routes::new(CatalogServiceServer::new(api));
         server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
     }

@@ -17,6 +17,7 @@ pub struct Platform {
     pub http: reqwest::Client,
     catalog: Option<Running>,
     gateway_shutdown: CancellationToken,
+    cache_shutdown: CancellationToken,
     // Dropped last: the servers stop before their database goes.
     _database: TestDatabase,
 }
@@ -24,13 +25,35 @@ pub struct Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         self.gateway_shutdown.cancel();
+        self.cache_shutdown.cancel();
         if let Some(catalog) = &self.catalog {
             catalog.shutdown.cancel();
         }
     }
 }
 
+/// gateway + catalog-svc + cache-svc (on the real Redis, under a key prefix of this test's own).
 pub async fn spawn_platform(backend: Backend) -> Platform {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let cache_config = cache_svc::Config {
+        listen: "127.0.0.1:0".into(),
+        redis_url: Some(
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ),
+        key_prefix: format!(
+            "lh-test-e2e-{}-{}:",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+        ..cache_svc::Config::default()
+    };
+    let cache = cache_svc::Application::build(&cache_config)
+        .await
+        .expect("cache-svc starts");
+    let cache_addr = format!("http://{}", cache.local_addr());
+    let cache_shutdown = CancellationToken::new();
+    tokio::spawn(cache.run_until_stopped(cache_shutdown.clone()));
+
     let database = TestDatabase::create(backend).await;
     let catalog_config = catalog_svc::Config {
         listen: "127.0.0.1:0".into(),
@@ -39,7 +62,7 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
             db_pool_size: 4,
             slow_query_ms: 1_000,
         },
-        cache_addr: None,
+        cache_addr: Some(cache_addr.clone()),
         no_migrate: false,
     };
     let catalog = catalog_svc::Application::build(&catalog_config)
@@ -61,7 +84,7 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
         listen: "127.0.0.1:0".into(),
         catalog_addr: format!("http://{catalog_addr}"),
         enrollment_addr: None,
-        cache_addr: None,
+        cache_addr: Some(cache_addr),
         auth_jwt_secret: SECRET.into(),
         upstream_timeout_ms: 5_000,
     };
@@ -76,6 +99,7 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
         http: reqwest::Client::new(),
         catalog: Some(catalog),
         gateway_shutdown,
+        cache_shutdown,
         _database: database,
     }
 }

@@ -1,4 +1,5 @@
-//! End to end: catalog-svc (SQLite file or a fresh Postgres database, demo data) behind the
+//! End to end: catalog-svc (SQLite file or a fresh Postgres database, demo data) and cache-svc
+//! (the real Redis) behind the
 //! gateway, both on 127.0.0.1:0, called over real HTTP (REST, gRPC-Web) and real gRPC.
 // Helpers outside #[test] fns panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -6,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod cache;
 mod catalog;
 mod health;
 mod protocols;

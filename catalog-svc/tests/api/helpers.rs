@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 
 pub struct TestApp {
     pub client: CatalogServiceClient<Channel>,
+    pub cache: Option<learnhub_cache_client::CacheClient>,
     pub db: Db,
     shutdown: CancellationToken,
     _database: TestDatabase,
@@ -20,6 +21,11 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with_cache(backend, None).await
+}
+
+/// A catalog-svc that caches through the cache-svc at `cache_addr`.
+pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = Config {
         listen: "127.0.0.1:0".into(),
@@ -28,7 +34,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             db_pool_size: 4,
             slow_query_ms: 1_000,
         },
-        cache_addr: None,
+        cache_addr,
         no_migrate: false,
     };
     let app = Application::build(&config)
@@ -36,6 +42,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .expect("catalog-svc starts");
     let addr = app.local_addr();
     let db = app.db().clone();
+    let cache = app.cache().cloned();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = CatalogServiceClient::connect(format!("http://{addr}"))
@@ -43,6 +50,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .expect("connect");
     TestApp {
         client,
+        cache,
         db,
         shutdown,
         _database: database,
@@ -98,4 +106,50 @@ pub fn assert_status<T: std::fmt::Debug>(
         "message {:?} should name {field:?}",
         status.message()
     );
+}
+
+/// A cache-svc on Redis (127.0.0.1:6379) under a key prefix of its own, on port 0.
+pub struct TestCache {
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestCache {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestCache {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_cache() -> TestCache {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = format!(
+        "lh-test-catalog-{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let config = cache_svc::Config {
+        listen: "127.0.0.1:0".into(),
+        redis_url: Some(
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ),
+        key_prefix: prefix,
+        ..cache_svc::Config::default()
+    };
+    let app = cache_svc::Application::build(&config)
+        .await
+        .expect("cache-svc starts");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestCache { addr, shutdown }
 }

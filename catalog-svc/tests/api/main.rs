@@ -3,6 +3,7 @@
 mod helpers;
 
 mod budgets;
+mod caching;
 mod courses;
 mod lessons;
 mod profiler;

@@ -498,3 +498,80 @@ mod tests {
         assert_eq!(request.is_featured, None);
     }
 }
+
+/// `GET /v1/admin/cache/stats`: cache-svc's statistics, total and per namespace.
+#[derive(Debug, Serialize)]
+pub struct CacheStatsJson {
+    pub store: String,
+    pub redis_connected: bool,
+    pub redis_used_memory_bytes: u64,
+    pub key_count: u64,
+    pub uptime_seconds: u64,
+    pub redis_latency_p50_ms: f64,
+    pub redis_latency_p99_ms: f64,
+    pub total: CacheCountersJson,
+    pub namespaces: std::collections::BTreeMap<String, CacheCountersJson>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CacheCountersJson {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub sets: u64,
+    pub sets_refused: u64,
+    pub deletes: u64,
+    pub invalidations: u64,
+    pub entries_removed: u64,
+    pub errors: u64,
+}
+
+impl From<Option<learnhub_proto::cache::v1::CounterSet>> for CacheCountersJson {
+    fn from(counters: Option<learnhub_proto::cache::v1::CounterSet>) -> Self {
+        let c = counters.unwrap_or_default();
+        Self {
+            hits: c.hits,
+            misses: c.misses,
+            hit_rate: c.hit_rate,
+            sets: c.sets,
+            sets_refused: c.sets_refused,
+            deletes: c.deletes,
+            invalidations: c.invalidations,
+            entries_removed: c.entries_removed,
+            errors: c.errors,
+        }
+    }
+}
+
+impl From<learnhub_proto::cache::v1::CacheStats> for CacheStatsJson {
+    fn from(stats: learnhub_proto::cache::v1::CacheStats) -> Self {
+        Self {
+            store: stats.store,
+            redis_connected: stats.redis_connected,
+            redis_used_memory_bytes: stats.redis_used_memory_bytes,
+            key_count: stats.key_count,
+            uptime_seconds: stats.uptime_seconds,
+            redis_latency_p50_ms: stats.redis_latency_p50_ms,
+            redis_latency_p99_ms: stats.redis_latency_p99_ms,
+            total: stats.total.into(),
+            namespaces: stats
+                .namespaces
+                .into_iter()
+                .map(|ns| (ns.namespace, ns.counters.into()))
+                .collect(),
+        }
+    }
+}
+
+/// `POST /v1/admin/cache/invalidate`: `{"pattern": "catalog:*"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateCacheJson {
+    pub pattern: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InvalidatedJson {
+    pub pattern: String,
+    pub removed: u64,
+}

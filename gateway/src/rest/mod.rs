@@ -1,4 +1,5 @@
-//! REST/JSON routes: the public catalog, admin course writes, liveness and readiness.
+//! REST/JSON routes: the public catalog, admin course writes and cache administration,
+//! liveness and readiness.
 pub mod extract;
 pub mod json;
 
@@ -16,8 +17,8 @@ use learnhub_proto::{catalog::v1::CourseType, gateway::v1::GetCatalogPageRequest
 use self::{
     extract::{AdminCaller, JsonBody, MaybeCaller, PathSegment, QueryParams},
     json::{
-        CatalogPageJson, CatalogQuery, CategoriesJson, CourseDetailJson, CourseJson,
-        CreateCourseJson, UpdateCourseJson,
+        CacheStatsJson, CatalogPageJson, CatalogQuery, CategoriesJson, CourseDetailJson,
+        CourseJson, CreateCourseJson, InvalidateCacheJson, InvalidatedJson, UpdateCourseJson,
     },
 };
 use crate::{
@@ -38,6 +39,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/admin/courses/{id}", patch(update_course))
         .route("/v1/admin/courses/{id}/publish", post(publish_course))
         .route("/v1/admin/courses/{id}/archive", post(archive_course))
+        .route("/v1/admin/cache/stats", get(cache_stats))
+        .route("/v1/admin/cache/invalidate", post(invalidate_cache))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
@@ -152,6 +155,34 @@ async fn archive_course(
 ) -> Result<Json<CourseJson>, Error> {
     let course = gateway.archive_course(Some(&admin), id.id()?).await?;
     Ok(Json(course.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/admin/cache/stats", admin = %admin.subject))]
+async fn cache_stats(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+) -> Result<Json<CacheStatsJson>, Error> {
+    let stats = gateway.cache_stats(Some(&admin)).await?;
+    Ok(Json(stats.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "POST /v1/admin/cache/invalidate", admin = %admin.subject))]
+async fn invalidate_cache(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    JsonBody(body): JsonBody<InvalidateCacheJson>,
+) -> Result<Json<InvalidatedJson>, Error> {
+    let request = learnhub_proto::cache::v1::InvalidatePatternRequest {
+        pattern: body.pattern.clone(),
+    };
+    let removed = gateway
+        .invalidate_cache(Some(&admin), request)
+        .await?
+        .removed;
+    Ok(Json(InvalidatedJson {
+        pattern: body.pattern,
+        removed,
+    }))
 }
 
 /// Alive: answers without touching any upstream.

@@ -1,0 +1,492 @@
+//! [`CacheClient`]: get-or-load with single flight, leases, bypass and a circuit breaker.
+use std::{
+    any::Any,
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use learnhub_proto::cache::v1::{
+    DeleteRequest, GetRequest, InvalidatePatternRequest, SetRequest,
+    cache_service_client::CacheServiceClient,
+};
+use prost::Message;
+use tokio::sync::watch;
+use tonic::{
+    Request,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker};
+
+/// What a finished flight hands its followers: the leader's value (`T`) or error (`E`).
+type Shared = Result<Arc<dyn Any + Send + Sync>, Arc<dyn Any + Send + Sync>>;
+type FlightResult = watch::Receiver<Option<Shared>>;
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Most TTL cache-svc accepts.
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Counters since the client was built (shared by its clones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCounters {
+    /// gRPC calls made to cache-svc.
+    pub calls: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Calls that failed or timed out.
+    pub errors: u64,
+    /// Loads that skipped the cache (breaker open, pending invalidations, or the read failed).
+    pub bypasses: u64,
+    pub loader_runs: u64,
+    /// Callers that waited for another caller's load of the same key instead of loading.
+    pub coalesced: u64,
+    pub stored: u64,
+    /// Fills refused by cache-svc because the key was invalidated during the load.
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    bypasses: AtomicU64,
+    loader_runs: AtomicU64,
+    coalesced: AtomicU64,
+    stored: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// An invalidation cache-svc did not acknowledge, retried in the background.
+#[derive(Debug, Clone)]
+enum Pending {
+    Pattern(String),
+    Keys(Vec<String>),
+}
+
+struct Inner {
+    client: CacheServiceClient<Channel>,
+    options: CacheClientOptions,
+    breaker: Breaker,
+    flights: Mutex<HashMap<String, FlightResult>>,
+    pending: Mutex<Vec<Pending>>,
+    retrying: AtomicBool,
+    counters: Counters,
+}
+
+/// A cache-svc client for one process. Clone it freely (clones share flights, breaker, counters).
+#[derive(Clone)]
+pub struct CacheClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CacheClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheClient")
+            .field("options", &self.inner.options)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl CacheClient {
+    /// A client for `addr` (`host:port` or `http://host:port`) that connects on first use, so a
+    /// service starts even when cache-svc is not up yet. Only a malformed address fails.
+    pub fn connect_lazy(addr: &str, options: CacheClientOptions) -> Result<Self, CacheError> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|err| CacheError::InvalidAddress {
+            addr: addr.to_owned(),
+            reason: err.to_string(),
+        })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self::from_channel(channel, options))
+    }
+
+    pub fn from_channel(channel: Channel, options: CacheClientOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: CacheServiceClient::new(channel),
+                breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown),
+                options,
+                flights: Mutex::new(HashMap::new()),
+                pending: Mutex::new(Vec::new()),
+                retrying: AtomicBool::new(false),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The cached value of `key`, or `loader`'s, stored for `ttl` — the `@cached(timeout)` of the
+    /// original. Concurrent calls for one key in this process share one cache read and one load
+    /// (`T` and `E` are cloned to every caller: use `tonic::Status` or an `Arc`'d error). A fill
+    /// carries the lease of the miss, so a value loaded before an invalidation is never stored
+    /// after it. Cache trouble never fails the call: it loads instead, within `call_timeout`.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Message + Default + Clone + Send + Sync + 'static,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        loop {
+            match self.join_flight(key.as_str()) {
+                Flight::Lead(sender, guard) => {
+                    let result = self.lead(key, ttl, loader).await;
+                    let shared: Shared = match &result {
+                        Ok(value) => Ok(Arc::new(value.clone())),
+                        Err(err) => Err(Arc::new(err.clone())),
+                    };
+                    sender.send_replace(Some(shared));
+                    drop(guard);
+                    return result;
+                }
+                Flight::Follow(mut receiver) => {
+                    let shared = match receiver.wait_for(Option::is_some).await {
+                        Ok(value) => value.clone(),
+                        // The leader was cancelled before it finished: start over.
+                        Err(_) => continue,
+                    };
+                    self.inner.counters.coalesced.fetch_add(1, Relaxed);
+                    match shared {
+                        Some(Ok(value)) => {
+                            if let Some(value) = value.downcast_ref::<T>() {
+                                return Ok(value.clone());
+                            }
+                        }
+                        Some(Err(err)) => {
+                            if let Some(err) = err.downcast_ref::<E>() {
+                                return Err(err.clone());
+                            }
+                        }
+                        None => {}
+                    }
+                    // Another type under the same key (a caller's bug): load for ourselves.
+                    self.inner.counters.bypasses.fetch_add(1, Relaxed);
+                    self.inner.counters.loader_runs.fetch_add(1, Relaxed);
+                    return loader().await;
+                }
+            }
+        }
+    }
+
+    /// Removes every key matching `pattern`; returns how many entries cache-svc removed. Call it
+    /// after the database commit. If cache-svc does not answer, the invalidation is retried in
+    /// the background and, until it succeeds, this process's loads bypass the cache.
+    pub async fn invalidate(&self, pattern: &CachePattern) -> Result<u64, CacheError> {
+        let result = self.send_pattern(pattern.as_str()).await;
+        if let Err(err) = &result
+            && err.is_outage()
+        {
+            self.defer(Pending::Pattern(pattern.as_str().to_owned()));
+        }
+        result
+    }
+
+    /// Deletes exact keys (same guarantees as [`CacheClient::invalidate`]).
+    pub async fn delete(&self, keys: &[CacheKey]) -> Result<u64, CacheError> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let result = self.send_delete(keys.clone()).await;
+        if let Err(err) = &result
+            && err.is_outage()
+        {
+            self.defer(Pending::Keys(keys));
+        }
+        result
+    }
+
+    pub fn counters(&self) -> ClientCounters {
+        let c = &self.inner.counters;
+        ClientCounters {
+            calls: c.calls.load(Relaxed),
+            hits: c.hits.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            bypasses: c.bypasses.load(Relaxed),
+            loader_runs: c.loader_runs.load(Relaxed),
+            coalesced: c.coalesced.load(Relaxed),
+            stored: c.stored.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+        }
+    }
+
+    /// Whether the breaker is currently skipping the cache.
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Invalidations waiting to be retried.
+    pub fn pending_invalidations(&self) -> usize {
+        lock(&self.inner.pending).len()
+    }
+
+    /// One leader per key: the first caller loads, the others wait for its result.
+    fn join_flight(&self, key: &str) -> Flight<'_> {
+        let mut flights = lock(&self.inner.flights);
+        if let Some(receiver) = flights.get(key) {
+            return Flight::Follow(receiver.clone());
+        }
+        let (sender, receiver) = watch::channel(None);
+        flights.insert(key.to_owned(), receiver.clone());
+        Flight::Lead(
+            sender,
+            FlightGuard {
+                client: self,
+                key: key.to_owned(),
+                receiver,
+            },
+        )
+    }
+
+    async fn lead<T, E, F, Fut>(&self, key: &CacheKey, ttl: Duration, loader: F) -> Result<T, E>
+    where
+        T: Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let counters = &self.inner.counters;
+        let mut lease = 0;
+        if self.cache_usable() {
+            match self.read(key).await {
+                Ok(found) if found.found => match T::decode(found.value.as_slice()) {
+                    Ok(value) => {
+                        counters.hits.fetch_add(1, Relaxed);
+                        return Ok(value);
+                    }
+                    // An entry of another shape (e.g. an older message version): load, and let
+                    // the fill be skipped (no lease) rather than fight over the key.
+                    Err(err) => {
+                        tracing::warn!(key = key.as_str(), %err, "undecodable cache entry");
+                        counters.misses.fetch_add(1, Relaxed);
+                    }
+                },
+                Ok(missed) => {
+                    counters.misses.fetch_add(1, Relaxed);
+                    lease = missed.lease;
+                }
+                Err(_) => {
+                    counters.bypasses.fetch_add(1, Relaxed);
+                }
+            }
+        } else {
+            counters.bypasses.fetch_add(1, Relaxed);
+        }
+        counters.loader_runs.fetch_add(1, Relaxed);
+        let value = loader().await?;
+        // Lease 0 would be an unconditional write: a fill is only made under a real lease.
+        if lease != 0 {
+            match self.fill(key, value.encode_to_vec(), ttl, lease).await {
+                Ok(true) => counters.stored.fetch_add(1, Relaxed),
+                Ok(false) => counters.refused.fetch_add(1, Relaxed),
+                Err(_) => 0,
+            };
+        }
+        Ok(value)
+    }
+
+    fn cache_usable(&self) -> bool {
+        lock(&self.inner.pending).is_empty() && self.inner.breaker.allow()
+    }
+
+    async fn read(
+        &self,
+        key: &CacheKey,
+    ) -> Result<learnhub_proto::cache::v1::GetResponse, CacheError> {
+        let mut client = self.inner.client.clone();
+        let timeout = self.inner.options.call_timeout;
+        let request = request(
+            GetRequest {
+                key: key.as_str().to_owned(),
+            },
+            timeout,
+        );
+        self.call(timeout, async move { client.get(request).await })
+            .await
+    }
+
+    async fn fill(
+        &self,
+        key: &CacheKey,
+        value: Vec<u8>,
+        ttl: Duration,
+        lease: u64,
+    ) -> Result<bool, CacheError> {
+        let mut client = self.inner.client.clone();
+        let timeout = self.inner.options.call_timeout;
+        let ttl_seconds = ttl.as_secs_f64().ceil().clamp(1.0, MAX_TTL_SECS as f64) as u32;
+        let request = request(
+            SetRequest {
+                key: key.as_str().to_owned(),
+                value,
+                ttl_seconds,
+                lease,
+            },
+            timeout,
+        );
+        self.call(timeout, async move { client.set(request).await })
+            .await
+            .map(|response| response.stored)
+    }
+
+    async fn send_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+        let mut client = self.inner.client.clone();
+        let timeout = self.inner.options.invalidate_timeout;
+        let request = request(
+            InvalidatePatternRequest {
+                pattern: pattern.to_owned(),
+            },
+            timeout,
+        );
+        self.call(
+            timeout,
+            async move { client.invalidate_pattern(request).await },
+        )
+        .await
+        .map(|response| response.removed)
+    }
+
+    async fn send_delete(&self, keys: Vec<String>) -> Result<u64, CacheError> {
+        let mut client = self.inner.client.clone();
+        let timeout = self.inner.options.invalidate_timeout;
+        let request = request(DeleteRequest { keys }, timeout);
+        self.call(timeout, async move { client.delete(request).await })
+            .await
+            .map(|response| response.deleted)
+    }
+
+    /// One call, bounded by `timeout`, counted and reported to the breaker.
+    async fn call<R>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, CacheError> {
+        let counters = &self.inner.counters;
+        counters.calls.fetch_add(1, Relaxed);
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(CacheError::Status(status)),
+            Err(_) => Err(CacheError::Timeout),
+        };
+        match &result {
+            Ok(_) => self.inner.breaker.success(),
+            Err(err) => {
+                counters.errors.fetch_add(1, Relaxed);
+                if err.is_outage() {
+                    self.inner.breaker.failure();
+                }
+                tracing::debug!(%err, "cache-svc call failed");
+            }
+        }
+        result
+    }
+
+    fn defer(&self, pending: Pending) {
+        lock(&self.inner.pending).push(pending);
+        if self.inner.retrying.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut delay = RETRY_FIRST;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+                let Some(inner) = weak.upgrade() else { return };
+                let client = CacheClient { inner };
+                let queued = std::mem::take(&mut *lock(&client.inner.pending));
+                let mut failed = Vec::new();
+                for pending in queued {
+                    let sent = match &pending {
+                        Pending::Pattern(pattern) => client.send_pattern(pattern).await.map(drop),
+                        Pending::Keys(keys) => client.send_delete(keys.clone()).await.map(drop),
+                    };
+                    if sent.is_err() {
+                        failed.push(pending);
+                    }
+                }
+                let mut pending = lock(&client.inner.pending);
+                pending.extend(failed);
+                if pending.is_empty() {
+                    client.inner.retrying.store(false, Relaxed);
+                    tracing::info!("deferred cache invalidations delivered");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Loads through `cache` when there is one, straight from `loader` otherwise — for services that
+/// hold an `Option<CacheClient>` (no `CACHE_ADDR`: no caching).
+pub async fn get_or_load<T, E, F, Fut>(
+    cache: Option<&CacheClient>,
+    key: &CacheKey,
+    ttl: Duration,
+    loader: F,
+) -> Result<T, E>
+where
+    T: Message + Default + Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match cache {
+        Some(cache) => cache.get_or_load(key, ttl, loader).await,
+        None => loader().await,
+    }
+}
+
+enum Flight<'a> {
+    Lead(watch::Sender<Option<Shared>>, FlightGuard<'a>),
+    Follow(FlightResult),
+}
+
+/// Ends a flight however its leader ends (done or cancelled), so later calls start a new one.
+struct FlightGuard<'a> {
+    client: &'a CacheClient,
+    key: String,
+    receiver: FlightResult,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = lock(&self.client.inner.flights);
+        if flights
+            .get(&self.key)
+            .is_some_and(|current| current.same_channel(&self.receiver))
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+fn request<M>(message: M, timeout: Duration) -> Request<M> {
+    let mut request = Request::new(message);
+    // Lets cache-svc drop work its caller has given up on.
+    request.set_timeout(timeout);
+    request
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,74 @@
+//! cache-svc's settings: flags with environment fallbacks (`cache-svc serve --help`).
+use std::time::Duration;
+
+use crate::store::redis::RedisOptions;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on (port 0: any free port).
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "0.0.0.0:50053")]
+    pub listen: String,
+    /// Redis to use, e.g. `redis://127.0.0.1:6379`. Absent: the in-process store only.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Every Redis key this service touches starts with it, so several deployments (or tests)
+    /// can share one Redis and Clear never touches anything else.
+    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = "learnhub:")]
+    pub key_prefix: String,
+    /// TTL of a Set that gives none (seconds).
+    #[arg(long, env = "CACHE_DEFAULT_TTL_SECS", default_value_t = 300)]
+    pub default_ttl_secs: u32,
+    /// Entries held by the in-process store (used without Redis, or while Redis is down).
+    #[arg(long, env = "CACHE_MEMORY_CAPACITY", default_value_t = 100_000)]
+    pub memory_capacity: u64,
+    /// Largest value accepted by Set (bytes).
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+    /// How long a miss's lease stays valid (seconds): a fill slower than this is not stored.
+    #[arg(long, env = "CACHE_LEASE_TTL_SECS", default_value_t = 30)]
+    pub lease_ttl_secs: u64,
+    /// Bound on each Redis call (ms); past it the call counts as failed and the in-process store
+    /// serves until Redis is back.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+    /// Redis connections (each one multiplexes many calls).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
+    pub redis_pool_size: u32,
+}
+
+impl Default for Config {
+    /// The flag defaults: in-process store, port 50053.
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50053".into(),
+            redis_url: None,
+            key_prefix: "learnhub:".into(),
+            default_ttl_secs: 300,
+            memory_capacity: 100_000,
+            max_value_bytes: 1 << 20,
+            lease_ttl_secs: 30,
+            redis_timeout_ms: 500,
+            redis_pool_size: 8,
+        }
+    }
+}
+
+impl Config {
+    pub fn default_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.default_ttl_secs))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs.max(1))
+    }
+
+    pub fn redis_options(&self) -> Option<RedisOptions> {
+        self.redis_url.as_ref().map(|url| RedisOptions {
+            url: url.clone(),
+            prefix: self.key_prefix.clone(),
+            lease_ttl: self.lease_ttl(),
+            timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            pool_size: self.redis_pool_size,
+        })
+    }
+}

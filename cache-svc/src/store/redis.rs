@@ -1,0 +1,578 @@
+//! The Redis store: one Lua script per operation keeps it atomic; batches go in one pipeline.
+//!
+//! Key layout under the prefix `P` (every key this store touches starts with `P`):
+//! - `P{ns}@{gen}{rest}`  an entry: `v` + value bytes, or a lease marker `l` + token;
+//! - `P{ns}#gen`          the namespace generation (no TTL, never reset, see [`GENERATION_LUA`]);
+//! - `P{ns}#idx@{gen}`    sorted set of the generation's values (member `rest`, score = expiry in
+//!   ms): live counts in O(log N) and the list a background sweep deletes after a bump;
+//! - `P#namespaces`       set of namespaces ever written; `P#trash` old generations to sweep.
+//!
+//! Namespaces hold no `@`, `#` or `:`, so these families never collide. The scripts build key
+//! names from ARGV, which a single Redis (not Redis Cluster) allows.
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use bb8::Pool;
+use bb8_redis::{
+    RedisConnectionManager,
+    redis::{self, ErrorKind, FromRedisValue, Pipeline, Script, ServerErrorKind},
+};
+
+use super::{Lookup, SetEntry, new_lease};
+use crate::{
+    error::Error,
+    key::{Key, Pattern, escape_glob},
+    stats::Stats,
+};
+
+/// Keys per SCAN step and per UNLINK batch: large enough to be fast on big keyspaces, small enough
+/// that no single Redis call blocks for more than a few milliseconds.
+pub const BATCH: usize = 1000;
+
+const TAG_VALUE: u8 = b'v';
+const TAG_LEASE: u8 = b'l';
+
+/// Shared Lua helpers, prepended to every script.
+///
+/// The generation is read with GET and never written with a TTL, so it cannot expire, and
+/// `volatile-*` eviction never picks it. If it is missing anyway (deleted by hand, evicted under an
+/// `allkeys-*` policy, Redis restarted empty) it restarts from the current time in microseconds:
+/// larger than any value it held before unless the namespace was bumped more than a million times
+/// per second on average since that earlier start — so a generation never goes back to a value
+/// whose old entries might still exist.
+const GENERATION_LUA: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function generation(base)
+  local g = redis.call('GET', base .. '#gen')
+  if g then return g end
+  local t = redis.call('TIME')
+  g = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', base .. '#gen', g)
+  return g
+end
+";
+
+/// ARGV: base (`P{ns}`), rest, new lease token, lease TTL ms. Returns the entry or the marker left.
+const GET_LUA: &str = r"
+local g = generation(ARGV[1])
+local key = ARGV[1] .. '@' .. g .. ARGV[2]
+local v = redis.call('GET', key)
+if v then return v end
+local marker = 'l' .. ARGV[3]
+redis.call('SET', key, marker, 'PX', ARGV[4])
+return marker
+";
+
+/// ARGV: base, rest, tagged value, TTL ms, lease ('0': unconditional), namespaces set, namespace.
+/// Returns 1 if stored, 0 if the lease's marker is gone (invalidated) or replaced.
+const SET_LUA: &str = r"
+local g = generation(ARGV[1])
+local key = ARGV[1] .. '@' .. g .. ARGV[2]
+if ARGV[5] ~= '0' then
+  local marker = 'l' .. ARGV[5]
+  if redis.call('GETRANGE', key, 0, #marker - 1) ~= marker then return 0 end
+end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', ARGV[1] .. '#idx@' .. g, string.format('%d', now_ms() + tonumber(ARGV[4])), ARGV[2])
+redis.call('SADD', ARGV[6], ARGV[7])
+return 1
+";
+
+/// ARGV: base, rest. Removes the entry or marker; returns 1 if a value was removed.
+const DELETE_LUA: &str = r"
+local g = generation(ARGV[1])
+local key = ARGV[1] .. '@' .. g .. ARGV[2]
+local tag = redis.call('GETRANGE', key, 0, 0)
+if tag == '' then return 0 end
+redis.call('UNLINK', key)
+if tag == 'v' then
+  redis.call('ZREM', ARGV[1] .. '#idx@' .. g, ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// ARGV: base, trash set. Bumps the generation; returns the values the old one held (live count
+/// from its index) and queues the old generation for the background sweep.
+const BUMP_LUA: &str = r"
+local g = generation(ARGV[1])
+local idx = ARGV[1] .. '#idx@' .. g
+local removed = redis.call('ZCOUNT', idx, string.format('%d', now_ms()), '+inf')
+redis.call('INCR', ARGV[1] .. '#gen')
+if redis.call('EXISTS', idx) == 1 then redis.call('SADD', ARGV[2], ARGV[1] .. '@' .. g) end
+return removed
+";
+
+/// KEYS: entries found by SCAN. ARGV: index key, length of the entry-name base `P{ns}@{gen}`.
+/// Unlinks them; returns how many held values.
+const UNLINK_MATCHED_LUA: &str = r"
+local removed, members = 0, {}
+local cut = tonumber(ARGV[2]) + 1
+for _, k in ipairs(KEYS) do
+  local tag = redis.call('GETRANGE', k, 0, 0)
+  if tag ~= '' then
+    redis.call('UNLINK', k)
+    if tag == 'v' then
+      removed = removed + 1
+      members[#members + 1] = string.sub(k, cut)
+    end
+  end
+end
+if #members > 0 then redis.call('ZREM', ARGV[1], unpack(members)) end
+return removed
+";
+
+/// ARGV: trash set, old generation `P{ns}@{gen}`, batch. Deletes up to `batch` of its values;
+/// returns how many (fewer than `batch`: done, dropped from the trash).
+const SWEEP_LUA: &str = r"
+local base, g = string.match(ARGV[2], '^(.*)@(%d+)$')
+if not base then redis.call('SREM', ARGV[1], ARGV[2]) return 0 end
+local idx = base .. '#idx@' .. g
+local members = redis.call('ZRANGE', idx, 0, tonumber(ARGV[3]) - 1)
+for _, m in ipairs(members) do redis.call('UNLINK', ARGV[2] .. m) end
+if #members > 0 then redis.call('ZREM', idx, unpack(members)) end
+if #members < tonumber(ARGV[3]) then redis.call('SREM', ARGV[1], ARGV[2]) end
+return #members
+";
+
+/// ARGV: base, batch. Drops up to `batch` expired members from the current generation's index.
+const PRUNE_LUA: &str = r"
+local g = redis.call('GET', ARGV[1] .. '#gen')
+if not g then return 0 end
+local idx = ARGV[1] .. '#idx@' .. g
+local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. string.format('%d', now_ms()), 'LIMIT', 0, tonumber(ARGV[2]))
+if #old > 0 then redis.call('ZREM', idx, unpack(old)) end
+return #old
+";
+
+/// ARGV: namespaces set, prefix. Live values under the prefix: the sum of the current generations'
+/// index counts (entries with an expiry still ahead).
+const KEY_COUNT_LUA: &str = r"
+local total, now = 0, string.format('%d', now_ms())
+for _, ns in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  local g = redis.call('GET', ARGV[2] .. ns .. '#gen')
+  if g then total = total + redis.call('ZCOUNT', ARGV[2] .. ns .. '#idx@' .. g, now, '+inf') end
+end
+return total
+";
+
+struct Scripts {
+    get: Script,
+    set: Script,
+    delete: Script,
+    bump: Script,
+    unlink_matched: Script,
+    sweep: Script,
+    prune: Script,
+    key_count: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_prelude = |body: &str| Script::new(&format!("{GENERATION_LUA}{body}"));
+        Self {
+            get: with_prelude(GET_LUA),
+            set: with_prelude(SET_LUA),
+            delete: with_prelude(DELETE_LUA),
+            bump: with_prelude(BUMP_LUA),
+            unlink_matched: Script::new(UNLINK_MATCHED_LUA),
+            sweep: Script::new(SWEEP_LUA),
+            prune: with_prelude(PRUNE_LUA),
+            key_count: with_prelude(KEY_COUNT_LUA),
+        }
+    }
+
+    fn all(&self) -> [&Script; 8] {
+        [
+            &self.get,
+            &self.set,
+            &self.delete,
+            &self.bump,
+            &self.unlink_matched,
+            &self.sweep,
+            &self.prune,
+            &self.key_count,
+        ]
+    }
+}
+
+/// Redis's own figures for the statistics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisInfo {
+    /// `used_memory` of the whole Redis instance (shared with anything else stored there).
+    pub used_memory: u64,
+    /// Live values under this store's prefix.
+    pub key_count: u64,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    pub prefix: String,
+    pub lease_ttl: Duration,
+    /// Bound on every Redis call, pool wait included.
+    pub timeout: Duration,
+    pub pool_size: u32,
+}
+
+pub struct RedisStore {
+    options: RedisOptions,
+    /// Replaced by [`RedisStore::connect`]: a multiplexed connection broken by a Redis restart does
+    /// not heal, so recovery starts from a fresh pool.
+    pool: RwLock<Pool<RedisConnectionManager>>,
+    stats: Arc<Stats>,
+    scripts: Scripts,
+    namespaces_key: String,
+    trash_key: String,
+}
+
+impl RedisStore {
+    /// Checks the URL; no I/O (call [`RedisStore::connect`]).
+    pub fn new(options: RedisOptions, stats: Arc<Stats>) -> Result<Self, Error> {
+        let pool = build_pool(&options)?;
+        Ok(Self {
+            namespaces_key: format!("{}#namespaces", options.prefix),
+            trash_key: format!("{}#trash", options.prefix),
+            options,
+            pool: RwLock::new(pool),
+            stats,
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// A fresh pool, checked with PING and the scripts loaded; it replaces the old one on success.
+    pub async fn connect(&self) -> Result<(), Error> {
+        let pool = build_pool(&self.options)?;
+        let started = Instant::now();
+        let loaded = tokio::time::timeout(self.options.timeout, async {
+            let mut conn = pool.get().await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("PING");
+            for script in self.scripts.all() {
+                pipe.load_script(script);
+            }
+            pipe.query_async::<redis::Value>(&mut *conn).await?;
+            Ok::<_, Error>(())
+        })
+        .await;
+        self.stats.record_redis_latency(started.elapsed());
+        loaded.map_err(|_| Error::Timeout)??;
+        match self.pool.write() {
+            Ok(mut current) => *current = pool,
+            Err(poisoned) => *poisoned.into_inner() = pool,
+        }
+        Ok(())
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.options.prefix
+    }
+
+    pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, Error> {
+        let lease_ms = millis(self.options.lease_ttl);
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let mut call = self.scripts.get.prepare_invoke();
+            call.arg(self.base(key.namespace()))
+                .arg(key.rest())
+                .arg(new_lease())
+                .arg(lease_ms);
+            pipe.invoke_script(&call);
+        }
+        let replies: Vec<Vec<u8>> = self.query(&pipe).await?;
+        replies.into_iter().map(decode_entry).collect()
+    }
+
+    pub async fn set_many(&self, entries: &[SetEntry]) -> Result<Vec<bool>, Error> {
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            let mut tagged = Vec::with_capacity(entry.value.len() + 1);
+            tagged.push(TAG_VALUE);
+            tagged.extend_from_slice(&entry.value);
+            let mut call = self.scripts.set.prepare_invoke();
+            call.arg(self.base(entry.key.namespace()))
+                .arg(entry.key.rest())
+                .arg(tagged)
+                .arg(millis(entry.ttl).max(1))
+                .arg(entry.lease)
+                .arg(&self.namespaces_key)
+                .arg(entry.key.namespace());
+            pipe.invoke_script(&call);
+        }
+        let stored: Vec<i64> = self.query(&pipe).await?;
+        Ok(stored.into_iter().map(|s| s == 1).collect())
+    }
+
+    /// Per key: whether it held a value.
+    pub async fn delete(&self, keys: &[Key]) -> Result<Vec<bool>, Error> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let mut call = self.scripts.delete.prepare_invoke();
+            call.arg(self.base(key.namespace())).arg(key.rest());
+            pipe.invoke_script(&call);
+        }
+        let deleted: Vec<i64> = self.query(&pipe).await?;
+        Ok(deleted.into_iter().map(|d| d == 1).collect())
+    }
+
+    /// Returns the number of values removed.
+    pub async fn invalidate(&self, pattern: &Pattern) -> Result<u64, Error> {
+        match pattern {
+            Pattern::Namespace(namespace) => self.bump(&[namespace.as_str()]).await,
+            Pattern::Match { namespace, glob } => self.unlink_matching(namespace, glob).await,
+        }
+    }
+
+    /// Bumps the namespaces' generations; returns the values they held.
+    pub async fn bump(&self, namespaces: &[&str]) -> Result<u64, Error> {
+        if namespaces.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for namespace in namespaces {
+            let mut call = self.scripts.bump.prepare_invoke();
+            call.arg(self.base(namespace)).arg(&self.trash_key);
+            pipe.invoke_script(&call);
+        }
+        let removed: Vec<u64> = self.query(&pipe).await?;
+        Ok(removed.iter().sum())
+    }
+
+    /// SCAN MATCH over the namespace's current generation, then UNLINK each batch found.
+    async fn unlink_matching(&self, namespace: &str, glob: &str) -> Result<u64, Error> {
+        let base = self.base(namespace);
+        let generation: Option<String> = self
+            .query_cmd(redis::cmd("GET").arg(format!("{base}#gen")))
+            .await?;
+        // No generation: nothing reachable in this namespace.
+        let Some(generation) = generation else {
+            return Ok(0);
+        };
+        let entry_base = format!("{base}@{generation}");
+        let index = format!("{base}#idx@{generation}");
+        let matcher = format!("{}{glob}", escape_glob(&entry_base));
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query_cmd(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&matcher)
+                        .arg("COUNT")
+                        .arg(BATCH),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let mut call = self.scripts.unlink_matched.prepare_invoke();
+                for key in &keys {
+                    call.key(key.as_slice());
+                }
+                call.arg(&index).arg(entry_base.len());
+                let mut pipe = redis::pipe();
+                pipe.invoke_script(&call);
+                let (batch,): (u64,) = self.query(&pipe).await?;
+                removed += batch;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Every entry becomes unreachable at once (every namespace's generation is bumped), then the
+    /// old generations are deleted before returning. Namespaces are found in `P#namespaces` and,
+    /// in case that set was lost, by SCAN for generation keys. Generations are kept.
+    pub async fn clear(&self) -> Result<(), Error> {
+        let mut namespaces: std::collections::BTreeSet<String> = self
+            .query_cmd::<Vec<String>>(redis::cmd("SMEMBERS").arg(&self.namespaces_key))
+            .await?
+            .into_iter()
+            .collect();
+        let matcher = format!("{}*#gen", escape_glob(&self.options.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .query_cmd(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&matcher)
+                        .arg("COUNT")
+                        .arg(BATCH),
+                )
+                .await?;
+            for key in keys {
+                if let Some(namespace) = key
+                    .strip_prefix(&self.options.prefix)
+                    .and_then(|rest| rest.strip_suffix("#gen"))
+                    .filter(|ns| !ns.is_empty() && !ns.contains([':', '@', '#']))
+                {
+                    namespaces.insert(namespace.to_owned());
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        for chunk in namespaces.chunks(BATCH) {
+            self.bump(chunk).await?;
+        }
+        self.sweep_trash().await?;
+        Ok(())
+    }
+
+    /// Background upkeep: deletes the values of bumped generations and drops expired members from
+    /// the current indexes, in batches. Returns the index members removed.
+    pub async fn sweep(&self) -> Result<u64, Error> {
+        let mut swept = self.sweep_trash().await?;
+        let namespaces: Vec<String> = self
+            .query_cmd(redis::cmd("SMEMBERS").arg(&self.namespaces_key))
+            .await?;
+        for namespace in namespaces {
+            loop {
+                let mut call = self.scripts.prune.prepare_invoke();
+                call.arg(self.base(&namespace)).arg(BATCH);
+                let mut pipe = redis::pipe();
+                pipe.invoke_script(&call);
+                let (pruned,): (u64,) = self.query(&pipe).await?;
+                swept += pruned;
+                if pruned < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn sweep_trash(&self) -> Result<u64, Error> {
+        let old: Vec<String> = self
+            .query_cmd(redis::cmd("SMEMBERS").arg(&self.trash_key))
+            .await?;
+        let mut swept = 0;
+        for generation in old {
+            loop {
+                let mut call = self.scripts.sweep.prepare_invoke();
+                call.arg(&self.trash_key).arg(&generation).arg(BATCH);
+                let mut pipe = redis::pipe();
+                pipe.invoke_script(&call);
+                let (deleted,): (u64,) = self.query(&pipe).await?;
+                swept += deleted;
+                if deleted < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    pub async fn info(&self) -> Result<RedisInfo, Error> {
+        let mut call = self.scripts.key_count.prepare_invoke();
+        call.arg(&self.namespaces_key).arg(&self.options.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("memory").invoke_script(&call);
+        let (info, key_count): (String, u64) = self.query(&pipe).await?;
+        let used_memory = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(RedisInfo {
+            used_memory,
+            key_count,
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.query_cmd::<String>(&redis::cmd("PING"))
+            .await
+            .map(drop)
+    }
+
+    fn base(&self, namespace: &str) -> String {
+        format!("{}{namespace}", self.options.prefix)
+    }
+
+    fn pool(&self) -> Pool<RedisConnectionManager> {
+        match self.pool.read() {
+            Ok(pool) => pool.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn query_cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        let (value,): (T,) = self.query(&pipe).await?;
+        Ok(value)
+    }
+
+    /// Runs a pipeline; if Redis lost the scripts (restart, SCRIPT FLUSH) loads them and retries
+    /// once. Pipelines are homogeneous, so a NOSCRIPT means none of its scripts ran.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
+        match self.query_once(pipe).await {
+            Err(Error::Redis(err))
+                if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+            {
+                let mut load = redis::pipe();
+                for script in self.scripts.all() {
+                    load.load_script(script);
+                }
+                self.query_once::<redis::Value>(&load).await?;
+                self.query_once(pipe).await
+            }
+            other => other,
+        }
+    }
+
+    async fn query_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
+        let pool = self.pool();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.options.timeout, async {
+            let mut conn = pool.get().await?;
+            Ok::<T, Error>(pipe.query_async(&mut *conn).await?)
+        })
+        .await;
+        self.stats.record_redis_latency(started.elapsed());
+        result.map_err(|_| Error::Timeout)?
+    }
+}
+
+fn build_pool(options: &RedisOptions) -> Result<Pool<RedisConnectionManager>, Error> {
+    let manager = RedisConnectionManager::new(options.url.as_str())
+        .map_err(|err| Error::RedisUrl(err.to_string()))?;
+    // No PING on checkout (it would double every call's round trips); a broken connection fails
+    // its call, which switches to the in-process store, and recovery builds a new pool.
+    Ok(Pool::builder()
+        .max_size(options.pool_size.max(1))
+        .connection_timeout(options.timeout)
+        .retry_connection(false)
+        .test_on_check_out(false)
+        .build_unchecked(manager))
+}
+
+fn decode_entry(reply: Vec<u8>) -> Result<Lookup, Error> {
+    match reply.split_first() {
+        Some((&TAG_VALUE, value)) => Ok(Lookup::Hit(value.to_vec())),
+        Some((&TAG_LEASE, token)) => std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .map(|lease| Lookup::Miss { lease })
+            .ok_or_else(|| Error::Unexpected("malformed lease marker".into())),
+        _ => Err(Error::Unexpected("entry with an unknown tag".into())),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,15 @@
+//! cache-svc integration tests: real servers on port 0, the real Redis (a fresh key prefix per
+//! test), and a private redis-server for the tests that kill it.
+// The whole crate is test code; clippy.toml's allowance covers only `#[test]` functions themselves.
+#![allow(clippy::unwrap_used)]
+mod client_bypass;
+mod fallback;
+mod health;
+mod helpers;
+mod invalidation;
+mod keys;
+mod leases;
+mod single_flight;
+mod stats;
+mod ttl;
+mod validation;

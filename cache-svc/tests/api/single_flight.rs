@@ -1,0 +1,84 @@
+//! Single flight: 1,000 concurrent callers of one missing key run the loader once.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use learnhub_cache_client::CacheKey;
+use tokio::sync::Notify;
+
+use crate::helpers::{Row, spawn_app};
+
+const CALLERS: usize = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_thousand_callers_one_load() {
+    let app = spawn_app().await;
+    let cache = app.cache_client();
+    let key = CacheKey::new("catalog").push("summary");
+    let started = Arc::new(AtomicUsize::new(0));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+
+    let mut callers = Vec::new();
+    for _ in 0..CALLERS {
+        let (cache, key, started, loads, release) = (
+            cache.clone(),
+            key.clone(),
+            started.clone(),
+            loads.clone(),
+            release.clone(),
+        );
+        callers.push(tokio::spawn(async move {
+            // Joining the flight happens in the same poll as this increment.
+            started.fetch_add(1, Ordering::SeqCst);
+            cache
+                .get_or_load(&key, Duration::from_secs(600), || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                    Ok::<_, tonic::Status>(Row {
+                        title: "summary".into(),
+                        version: 7,
+                    })
+                })
+                .await
+        }));
+    }
+    // Hold the loader until every caller has joined.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started.load(Ordering::SeqCst) < CALLERS || loads.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "callers never all started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release.notify_one();
+    for caller in callers {
+        let row = caller.await.unwrap().unwrap();
+        assert_eq!(row.version, 7);
+    }
+
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let counters = cache.counters();
+    assert_eq!(counters.loader_runs, 1);
+    assert_eq!(counters.coalesced, (CALLERS - 1) as u64);
+    assert_eq!(
+        (counters.calls, counters.misses, counters.stored),
+        (2, 1, 1)
+    );
+    let total = app.stats().await.total.unwrap();
+    assert_eq!((total.misses, total.hits, total.sets), (1, 0, 1));
+
+    // The next caller is served from the cache.
+    let row = cache
+        .get_or_load(&key, Duration::from_secs(600), || async {
+            Ok::<Row, tonic::Status>(Row::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!(row.version, 7);
+    assert_eq!(cache.counters().hits, 1);
+    assert_eq!(cache.counters().loader_runs, 1);
+    app.stop().await;
+}
