@@ -119,3 +119,18 @@ impl FromRequestParts<Arc<Gateway>> for AdminCaller {
         Ok(Self(require(caller.as_ref(), Role::Admin)?.clone()))
     }
 }
+
+/// A learner (or admin) caller: 401 without a valid token. Checked before the body is read.
+pub struct LearnerCaller(pub Caller);
+
+impl FromRequestParts<Arc<Gateway>> for LearnerCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let MaybeCaller(caller) = MaybeCaller::from_request_parts(parts, gateway).await?;
+        Ok(Self(require(caller.as_ref(), Role::Learner)?.clone()))
+    }
+}

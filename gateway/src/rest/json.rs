@@ -13,7 +13,7 @@ use learnhub_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-fn rfc3339(ts: Option<&Timestamp>) -> Option<String> {
+pub(crate) fn rfc3339(ts: Option<&Timestamp>) -> Option<String> {
     let ts = ts?;
     let nanos = u32::try_from(ts.nanos).ok()?;
     DateTime::<Utc>::from_timestamp(ts.seconds, nanos)
@@ -102,6 +102,8 @@ impl From<Course> for CourseJson {
 #[derive(Debug, Serialize)]
 pub struct EnrollmentJson {
     pub id: i64,
+    pub user_id: i64,
+    pub course_id: i64,
     pub status: &'static str,
     pub enrolled_at: Option<String>,
     pub completed_at: Option<String>,
@@ -111,6 +113,8 @@ impl From<Enrollment> for EnrollmentJson {
     fn from(enrollment: Enrollment) -> Self {
         Self {
             id: enrollment.id,
+            user_id: enrollment.user_id,
+            course_id: enrollment.course_id,
             status: enrollment_status_name(enrollment.status),
             enrolled_at: rfc3339(enrollment.enrolled_at.as_ref()),
             completed_at: rfc3339(enrollment.completed_at.as_ref()),

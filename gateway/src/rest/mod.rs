@@ -2,6 +2,7 @@
 //! liveness and readiness.
 pub mod extract;
 pub mod json;
+pub mod learner;
 
 use std::sync::Arc;
 
@@ -39,6 +40,22 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/admin/courses/{id}", patch(update_course))
         .route("/v1/admin/courses/{id}/publish", post(publish_course))
         .route("/v1/admin/courses/{id}/archive", post(archive_course))
+        .route("/v1/me", get(learner::me))
+        .route("/v1/me/enrollments", get(learner::my_enrollments))
+        .route("/v1/enrollments", post(learner::enroll))
+        .route(
+            "/v1/enrollments/{id}/progress",
+            get(learner::progress).post(learner::record_progress),
+        )
+        .route(
+            "/v1/exercises/{id}/submissions",
+            get(learner::submissions).post(learner::submit),
+        )
+        .route("/v1/admin/users/{key}", get(learner::user))
+        .route(
+            "/v1/admin/stats/enrollments",
+            get(learner::enrollment_stats),
+        )
         .route("/v1/admin/cache/stats", get(cache_stats))
         .route("/v1/admin/cache/invalidate", post(invalidate_cache))
         .fallback(not_found)
