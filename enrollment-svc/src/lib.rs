@@ -1,1 +1,159 @@
-//! enrollment-svc: built under issue 4.
+//! enrollment-svc: learners, enrollments, lesson progress and exercise submissions behind
+//! `learnhub.enrollment.v1`. Courses, lessons and exercises belong to catalog-svc, which this
+//! service asks over gRPC.
+use std::{net::SocketAddr, time::Duration};
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_kit::{
+    Db,
+    config::DbArgs,
+    db::{DbOptions, Migrations, run_migrations},
+    server::{self, ServeError},
+    shutdown::CancellationToken,
+};
+use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
+use tokio::net::TcpListener;
+
+pub mod analytics;
+pub mod cache;
+pub mod catalog_client;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod learners;
+pub mod models;
+pub mod schema;
+pub mod seed;
+pub mod service;
+
+pub const SERVICE_NAME: &str = "learnhub.enrollment.v1.EnrollmentService";
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// enrollment-svc's migrations; the lock key keeps two replicas from migrating at once.
+pub fn migrations() -> Migrations {
+    Migrations {
+        postgres: POSTGRES_MIGRATIONS,
+        sqlite: SQLITE_MIGRATIONS,
+        lock_key: 0x6c68_656e_7201, // "lhenr" + 1
+    }
+}
+
+/// enrollment-svc's settings (flags with environment fallbacks).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052")]
+    pub listen: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// cache-svc address (http://host:port). Without it every read goes to the database.
+    #[arg(long, env = "CACHE_ADDR")]
+    pub cache_addr: Option<String>,
+    /// catalog-svc address (http://host:port): Enroll, progress and submissions check courses,
+    /// lessons and exercises there.
+    #[arg(long, env = "CATALOG_ADDR")]
+    pub catalog_addr: String,
+    /// Deadline of each catalog-svc call (milliseconds); past it the call is UNAVAILABLE.
+    #[arg(long, env = "CATALOG_TIMEOUT_MS", default_value_t = 3_000)]
+    pub catalog_timeout_ms: u64,
+    /// Largest submitted code accepted by SubmitExercise (bytes).
+    #[arg(long, env = "MAX_SUBMISSION_BYTES", default_value_t = service::DEFAULT_MAX_SUBMISSION_BYTES)]
+    pub max_submission_bytes: usize,
+    /// Do not run pending migrations at start (run `enrollment-svc migrate` instead, e.g. as a Job).
+    #[arg(long, env = "NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+impl Config {
+    /// Settings with every optional flag at its default (tests, the monolith).
+    pub fn new(listen: impl Into<String>, db: DbArgs, catalog_addr: impl Into<String>) -> Self {
+        Self {
+            listen: listen.into(),
+            db,
+            cache_addr: None,
+            catalog_addr: catalog_addr.into(),
+            catalog_timeout_ms: 3_000,
+            max_submission_bytes: service::DEFAULT_MAX_SUBMISSION_BYTES,
+            no_migrate: false,
+        }
+    }
+
+    pub fn catalog_timeout(&self) -> Duration {
+        Duration::from_millis(self.catalog_timeout_ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] learnhub_kit::DbError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("--catalog-addr: {0}")]
+    CatalogAddr(#[from] tonic::transport::Error),
+    #[error("--cache-addr: {0}")]
+    CacheAddr(#[from] learnhub_cache_client::CacheError),
+}
+
+/// An enrollment-svc bound to its address, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    learners: learners::Learners,
+    max_submission_bytes: usize,
+}
+
+impl Application {
+    /// Migrates (unless told not to), opens the pool, prepares the catalog-svc client (it
+    /// connects on first use) and binds the listener (port 0 works).
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        if !config.no_migrate {
+            let applied = run_migrations(&config.db.database_url, migrations()).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+        let db = Db::connect(&DbOptions {
+            url: config.db.database_url.clone(),
+            pool_size: config.db.db_pool_size,
+            slow_query: config.db.slow_query_threshold(),
+            application_name: "enrollment-svc",
+        })
+        .await?;
+        let catalog = catalog_client::CatalogClient::connect_lazy(
+            &config.catalog_addr,
+            config.catalog_timeout(),
+        )?;
+        let cache_client = config
+            .cache_addr
+            .as_deref()
+            .map(|addr| CacheClient::connect_lazy(addr, CacheClientOptions::default()))
+            .transpose()?;
+        let cache = cache::LearnerCache::new(cache_client);
+        let listener = server::bind(&config.listen).await?;
+        Ok(Self {
+            listener,
+            learners: learners::Learners::new(db, catalog, cache),
+            max_submission_bytes: config.max_submission_bytes,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The database the service uses (tests read its profiler; the monolith seeds it).
+    pub fn db(&self) -> &Db {
+        self.learners.db()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let api = service::EnrollmentApi::new(self.learners, self.max_submission_bytes);
+        let routes = tonic::service::Routes::new(EnrollmentServiceServer::new(api));
+        server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
+    }
+}

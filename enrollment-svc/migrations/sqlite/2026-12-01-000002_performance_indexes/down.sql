@@ -1,0 +1,8 @@
+DROP INDEX idx_exercise_submissions_submitted_at;
+DROP INDEX idx_exercise_submissions_user;
+DROP INDEX idx_exercise_submissions_user_exercise;
+DROP INDEX idx_lesson_progress_completed_at;
+DROP INDEX idx_lesson_progress_enrollment_completed;
+DROP INDEX idx_enrollments_completed_at;
+DROP INDEX idx_enrollments_enrolled_at;
+DROP INDEX idx_enrollments_user_status;

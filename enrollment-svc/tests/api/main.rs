@@ -1,0 +1,16 @@
+//! enrollment-svc over real gRPC, on SQLite and on the real Postgres (a fresh database per
+//! test), calling a real catalog-svc (on its own SQLite database) for courses and lessons.
+// clippy.toml allows unwrap only inside #[test] functions; these helpers and scenario functions
+// are test code too, where a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+mod helpers;
+
+mod budgets;
+mod cache;
+mod enrollments;
+mod indexes;
+mod progress;
+mod seed;
+mod stats;
+mod submissions;
+mod users;
