@@ -116,15 +116,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("starting catalog-svc")?;
-    if let Some(report) = catalog_svc::seed::demo(catalog.db()).await? {
-        tracing::info!(?report, "seeded the demo catalog");
-    }
     let catalog_addr = catalog.local_addr();
+
+    let mut enrollment_config = enrollment_svc::Config::new(
+        "127.0.0.1:0",
+        DbArgs {
+            database_url: sqlite("enrollment.db"),
+            db_pool_size: 8,
+            slow_query_ms: 100,
+        },
+        format!("http://{catalog_addr}"),
+    );
+    enrollment_config.cache_addr = Some(format!("http://{cache_addr}"));
+    let enrollment = enrollment_svc::Application::build(&enrollment_config)
+        .await
+        .context("starting enrollment-svc")?;
+    let enrollment_addr = enrollment.local_addr();
 
     let gateway = gateway::Application::build(&gateway::Config {
         listen: args.listen.clone(),
         catalog_addr: format!("http://{catalog_addr}"),
-        enrollment_addr: None,
+        enrollment_addr: Some(format!("http://{enrollment_addr}")),
         cache_addr: Some(format!("http://{cache_addr}")),
         auth_jwt_secret: args.auth_jwt_secret.clone(),
         upstream_timeout_ms: 2_000,
@@ -134,17 +146,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let port = gateway.local_addr().port();
     let services = Services {
         catalog: catalog_addr.to_string(),
+        enrollment: enrollment_addr.to_string(),
         cache: cache_addr.to_string(),
     };
-    print_banner(port, &services, &args);
 
     let stop = shutdown::on_signal();
-    let (catalog_done, cache_done, gateway_done) = tokio::join!(
-        catalog.run_until_stopped(stop.clone()),
-        cache.run_until_stopped(stop.clone()),
-        gateway.run_until_stopped(stop.clone()),
-    );
+    let catalog_db = catalog.db().clone();
+    let enrollment_db = enrollment.db().clone();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::join!(
+                catalog.run_until_stopped(stop.clone()),
+                enrollment.run_until_stopped(stop.clone()),
+                cache.run_until_stopped(stop.clone()),
+                gateway.run_until_stopped(stop),
+            )
+        }
+    });
+    // Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it.
+    if let Some(report) = catalog_svc::seed::demo(&catalog_db).await? {
+        tracing::info!(?report, "seeded the demo catalog");
+    }
+    let catalog_client = enrollment_svc::catalog_client::CatalogClient::connect_lazy(
+        &format!("http://{catalog_addr}"),
+        Duration::from_secs(5),
+    )?;
+    if let Some(report) = enrollment_svc::seed::demo(&enrollment_db, &catalog_client).await? {
+        tracing::info!(?report, "seeded demo learners");
+    }
+    print_banner(port, &services, &args);
+
+    let (catalog_done, enrollment_done, cache_done, gateway_done) = running.await?;
     catalog_done?;
+    enrollment_done?;
     cache_done?;
     gateway_done?;
     Ok(())
@@ -153,6 +188,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Loopback addresses of the services behind the gateway.
 struct Services {
     catalog: String,
+    enrollment: String,
     cache: String,
 }
 
@@ -163,9 +199,10 @@ fn print_banner(port: u16, services: &Services, args: &ServeArgs) {
     };
     println!(
         "\nlearnhub is running (monolithic mode: SQLite in {data}/, cache: {store})\n\
-         \n  gateway      http://localhost:{port}   gRPC + gRPC-Web + REST\
-         \n  catalog-svc  http://{catalog}\
-         \n  cache-svc    http://{cache}\n\
+         \n  gateway         http://localhost:{port}   gRPC + gRPC-Web + REST\
+         \n  catalog-svc     http://{catalog}\
+         \n  enrollment-svc  http://{enrollment}\
+         \n  cache-svc       http://{cache}\n\
          \nTry:\
          \n  curl -s 'http://localhost:{port}/v1/catalog?type=python&page_size=3'\
          \n  curl -s http://localhost:{port}/v1/courses/1\
@@ -175,9 +212,13 @@ fn print_banner(port: u16, services: &Services, args: &ServeArgs) {
          \n  TOKEN=$(cargo run --release -q -- token --admin)\
          \n  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/admin/courses/3/archive\
          \n  curl -s -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/admin/cache/stats\
+         \n  LEARNER=$(cargo run --release -q -- token --user 1)     # demo learner1@example.com\
+         \n  curl -s -H \"Authorization: Bearer $LEARNER\" http://localhost:{port}/v1/me/enrollments\
+         \n  curl -s -H \"Authorization: Bearer $LEARNER\" 'http://localhost:{port}/v1/catalog?page_size=5'\
          \n\nCtrl-C stops it.\n",
         data = args.data_dir.display(),
         catalog = services.catalog,
+        enrollment = services.enrollment,
         cache = services.cache,
     );
 }

@@ -122,9 +122,11 @@ struct Inner {
     redis: Option<RedisSide>,
     stats: Arc<Stats>,
     stop: CancellationToken,
+    /// Background tasks, joined by [`Cache::shutdown`] so none writes to Redis after it returns.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// Cheap to clone; background tasks stop when the last clone is dropped or on [`Cache::close`].
+/// Cheap to clone; background tasks stop when the last clone is dropped or on [`Cache::shutdown`].
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -150,6 +152,7 @@ impl Cache {
                 redis,
                 stats,
                 stop: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
         if let Some(redis) = &cache.inner.redis {
@@ -168,9 +171,23 @@ impl Cache {
         Ok(cache)
     }
 
-    /// Stops the background tasks.
-    pub fn close(&self) {
+    /// Stops the background tasks and waits for them. A journal replay under way is finished
+    /// first (its calls are bounded by the Redis timeout): cutting it short would lose
+    /// invalidations Redis has not seen yet.
+    pub async fn shutdown(&self) {
         self.inner.stop.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::warn!(%err, "cache background task failed");
+            }
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.inner.tasks);
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(tokio::spawn(task));
     }
 
     pub fn stats(&self) -> &Stats {
@@ -420,7 +437,7 @@ impl Cache {
         }
         let weak = Arc::downgrade(&self.inner);
         let stop = self.inner.stop.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut delay = RECONNECT_FIRST;
             loop {
                 // Jitter so replicas do not reconnect in lockstep.
@@ -505,15 +522,19 @@ impl Cache {
         let wake = redis.sweep_now.clone();
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let stop = self.inner.stop.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             loop {
                 {
                     let Some(inner) = weak.upgrade() else { return };
                     let cache = Cache { inner };
-                    if let Some(redis) = cache.redis_if_up().await
-                        && let Err(err) = redis.store.sweep().await
-                    {
-                        tracing::debug!(%err, "sweep interrupted");
+                    if let Some(redis) = cache.redis_if_up().await {
+                        // Each step is one atomic script: stopping between two is harmless.
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            swept = redis.store.sweep() => if let Err(err) = swept {
+                                tracing::debug!(%err, "sweep interrupted");
+                            },
+                        }
                     }
                 }
                 tokio::select! {

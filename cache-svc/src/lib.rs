@@ -114,7 +114,7 @@ impl Application {
             shutdown,
         )
         .await;
-        self.cache.close();
+        self.cache.shutdown().await;
         result
     }
 }
