@@ -84,20 +84,34 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, services = ?service_names, "serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stopping = shutdown.clone();
     let drained = async move {
-        shutdown.cancelled().await;
+        stopping.cancelled().await;
         probes.set_all(ServingStatus::NotServing).await;
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .trace_fn(crate::telemetry::request_span)
         .layer(ProfileLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, drained)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, drained);
+    // In-flight calls get DRAIN_TIMEOUT to finish; a stream that never ends (a health Watch)
+    // must not hold the process past Kubernetes' grace period.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(addr = ?addr, "drain timed out; closing open calls"),
+    }
     tracing::info!(addr = ?addr, "stopped");
     Ok(())
 }
+
+/// How long in-flight calls may take to finish after a shutdown signal (Kubernetes' default
+/// grace period is 30 s).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Runs every request inside [`crate::profiler::profile_rpc`], so the SQL it causes is counted
 /// per RPC and N+1 patterns are reported with the RPC's name.
