@@ -39,9 +39,20 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber once (later calls, as in tests or the monolith, only return a
-/// guard that exports nothing). `service_name` is used unless OTEL_SERVICE_NAME says otherwise.
-/// Call from inside the tokio runtime: the OTLP exporter is a tonic client.
+/// guard that exports nothing), exporting spans to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
+/// `service_name` is used unless OTEL_SERVICE_NAME says otherwise. Call from inside the tokio
+/// runtime: the OTLP exporter is a tonic client.
 pub fn init(service_name: &str, log_format: &str) -> Telemetry {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    init_with_endpoint(service_name, log_format, endpoint.as_deref())
+}
+
+/// [`init`] with the OTLP endpoint given rather than read from the environment.
+pub fn init_with_endpoint(
+    service_name: &str,
+    log_format: &str,
+    otlp_endpoint: Option<&str>,
+) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr, keeping stdout for what a command prints (the monolith's banner, seed
     // reports); colours only when a person is watching.
@@ -57,7 +68,10 @@ pub fn init(service_name: &str, log_format: &str) -> Telemetry {
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let provider = tracer_provider(service_name);
+    let provider = otlp_endpoint
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .and_then(|endpoint| tracer_provider(service_name, endpoint));
     let traces = provider.as_ref().map(|provider| {
         // The transport's own spans would trace the exporter exporting itself.
         let quiet = filter::Targets::new()
@@ -88,14 +102,10 @@ pub fn init(service_name: &str, log_format: &str) -> Telemetry {
     }
 }
 
-fn tracer_provider(service_name: &str) -> Option<SdkTracerProvider> {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
-    if endpoint.trim().is_empty() {
-        return None;
-    }
+fn tracer_provider(service_name: &str, endpoint: &str) -> Option<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint.clone())
+        .with_endpoint(endpoint.to_owned())
         .build();
     let exporter = match exporter {
         Ok(exporter) => exporter,
