@@ -4,6 +4,7 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 const PROTOS: &[&str] = &[
+    "learnhub/common/v1/db_stats.proto",
     "learnhub/catalog/v1/catalog.proto",
     "learnhub/enrollment/v1/enrollment.proto",
     "learnhub/cache/v1/cache.proto",

@@ -4,7 +4,10 @@ use std::{future::Future, time::Duration};
 
 use learnhub_cache_client::{CacheClient, CacheKey, CachePattern};
 use learnhub_kit::{PageToken, page_token, time};
-use learnhub_proto::catalog::v1::{self as pb, catalog_service_server::CatalogService};
+use learnhub_proto::{
+    catalog::v1::{self as pb, catalog_service_server::CatalogService},
+    common::v1 as common,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -23,6 +26,8 @@ pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
 pub const MAX_BATCH_IDS: usize = 1_000;
 const DEFAULT_FEATURED: i64 = 6;
+/// How GetDbStats names this service.
+const SERVICE: &str = "catalog-svc";
 const MAX_FEATURED: i64 = 50;
 
 // Lifetimes of the original's catalog caching: counts and categories 10 min, featured 30 min.
@@ -631,5 +636,26 @@ impl CatalogService for CatalogApi {
             }
             .await,
         )
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetDbStats"))]
+    async fn get_db_stats(
+        &self,
+        _request: Request<common::GetDbStatsRequest>,
+    ) -> Reply<common::DbStats> {
+        let db = self.catalog.db();
+        Ok(Response::new(
+            db.profiler().to_proto(SERVICE, db.backend()),
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ResetDbStats"))]
+    async fn reset_db_stats(
+        &self,
+        _request: Request<common::ResetDbStatsRequest>,
+    ) -> Reply<common::ResetDbStatsResponse> {
+        self.catalog.db().profiler().reset();
+        tracing::info!("query statistics reset");
+        Ok(Response::new(common::ResetDbStatsResponse {}))
     }
 }

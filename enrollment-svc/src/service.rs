@@ -1,7 +1,10 @@
 //! The `learnhub.enrollment.v1.EnrollmentService` gRPC handlers: validate the request into
 //! domain values, call one learner operation, map the result.
 use learnhub_kit::{PageToken, page_token};
-use learnhub_proto::enrollment::v1::{self as pb, enrollment_service_server::EnrollmentService};
+use learnhub_proto::{
+    common::v1 as common,
+    enrollment::v1::{self as pb, enrollment_service_server::EnrollmentService},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -16,6 +19,8 @@ pub const MAX_PAGE_SIZE: i64 = 100;
 pub const MAX_BATCH_IDS: usize = 1_000;
 /// Default of `--max-submission-bytes`.
 pub const DEFAULT_MAX_SUBMISSION_BYTES: usize = 64 * 1024;
+/// How GetDbStats names this service.
+const SERVICE: &str = "enrollment-svc";
 
 pub struct EnrollmentApi {
     learners: Learners,
@@ -311,5 +316,24 @@ impl EnrollmentService for EnrollmentApi {
             }
             .await,
         )
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetDbStats"))]
+    async fn get_db_stats(
+        &self,
+        _request: Request<common::GetDbStatsRequest>,
+    ) -> Reply<common::DbStats> {
+        let db = self.learners.db();
+        Ok(Response::new(db.profiler().to_proto(SERVICE, db.backend())))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ResetDbStats"))]
+    async fn reset_db_stats(
+        &self,
+        _request: Request<common::ResetDbStatsRequest>,
+    ) -> Reply<common::ResetDbStatsResponse> {
+        self.learners.db().profiler().reset();
+        tracing::info!("query statistics reset");
+        Ok(Response::new(common::ResetDbStatsResponse {}))
     }
 }

@@ -1,4 +1,7 @@
 //! Catalog operations: the public catalog page, courses and categories, and admin course writes.
+use std::{sync::Arc, time::Duration};
+
+use learnhub_cache_client::CacheKey;
 use learnhub_proto::{
     catalog::v1::{
         ArchiveCourseRequest, Course, CourseStatus, CourseType, CreateCourseRequest,
@@ -16,6 +19,45 @@ use crate::{
     state::Gateway,
     upstream::{CATALOG, ENROLLMENT},
 };
+
+/// Lifetime of a cached public page if no course write invalidates it first: the shortest of
+/// its parts' lifetimes in catalog-svc (first list pages, 5 min).
+const PUBLIC_PAGE_TTL: Duration = Duration::from_secs(300);
+
+/// `catalog:page:{type}:{category}:{page_size}` of a first page. The category is escaped by
+/// `push_str` (it is validated as a slug already).
+pub fn public_page_key(request: &GetCatalogPageRequest) -> CacheKey {
+    CacheKey::new("catalog")
+        .push("page")
+        .push(request.course_type)
+        .push_str(if request.category.is_empty() {
+            "any"
+        } else {
+            &request.category
+        })
+        .push(request.page_size)
+}
+
+/// The error of a load shared by several callers (single flight), back to an owned one.
+fn shared_error(error: Arc<Error>) -> Error {
+    Arc::try_unwrap(error).unwrap_or_else(|shared| match &*shared {
+        Error::Upstream { service, status } => Error::Upstream {
+            service,
+            status: status.clone(),
+        },
+        Error::Timeout {
+            service,
+            timeout_ms,
+        } => Error::Timeout {
+            service,
+            timeout_ms: *timeout_ms,
+        },
+        other => Error::Upstream {
+            service: CATALOG,
+            status: tonic::Status::internal(other.to_string()),
+        },
+    })
+}
 
 /// Largest page a caller may ask for.
 pub const MAX_PAGE_SIZE: i32 = 100;
@@ -79,8 +121,9 @@ pub fn course_key(segment: &str) -> Result<Key, Error> {
 }
 
 impl Gateway {
-    /// The catalog summary and one page of published courses, fetched concurrently (one call to
-    /// each RPC), plus the caller's enrollment state for that page when it is a user.
+    /// The catalog summary and one page of published courses (first pages from the cache when
+    /// cache-svc is configured), plus the caller's enrollment state for that page when it is a
+    /// user.
     pub async fn catalog_page(
         &self,
         caller: Option<&Caller>,
@@ -96,6 +139,36 @@ impl Gateway {
         if !request.category.is_empty() {
             validate_slug("category", &request.category)?;
         }
+        let mut page = if request.page_token.is_empty() {
+            // First pages are what every visitor asks for: the whole public page is one cache
+            // read. It lives under `catalog:`, which catalog-svc invalidates after every course
+            // write, and the fill carries the miss's lease, so a page loaded before a write is
+            // never stored after it.
+            let key = public_page_key(&request);
+            match self.upstreams.page_cache() {
+                Some(cache) => cache
+                    .get_or_load(&key, PUBLIC_PAGE_TTL, || async {
+                        self.public_page(request).await.map_err(Arc::new)
+                    })
+                    .await
+                    .map_err(shared_error)?,
+                None => self.public_page(request).await?,
+            }
+        } else {
+            // Deeper pages are not cached (catalog-svc does not cache them either): their
+            // tokens make the keyspace unbounded and they are rarely read twice.
+            self.public_page(request).await?
+        };
+        self.add_enrollment_state(caller, &mut page.courses).await;
+        Ok(page)
+    }
+
+    /// The page as anyone sees it: summary and one page of published courses, fetched
+    /// concurrently (one call to each RPC).
+    async fn public_page(
+        &self,
+        request: GetCatalogPageRequest,
+    ) -> Result<GetCatalogPageResponse, Error> {
         let upstreams = &self.upstreams;
         let (mut summary_client, mut list_client) = (upstreams.catalog(), upstreams.catalog());
         let summary = upstreams.call(
@@ -116,20 +189,17 @@ impl Gateway {
             })),
         );
         let (summary, page) = tokio::try_join!(summary, page)?;
-
-        let mut courses: Vec<CourseEntry> = page
-            .courses
-            .into_iter()
-            .map(|course| CourseEntry {
-                course: Some(course),
-                enrollment: None,
-                completed_lessons: 0,
-            })
-            .collect();
-        self.add_enrollment_state(caller, &mut courses).await;
         Ok(GetCatalogPageResponse {
             summary: Some(summary),
-            courses,
+            courses: page
+                .courses
+                .into_iter()
+                .map(|course| CourseEntry {
+                    course: Some(course),
+                    enrollment: None,
+                    completed_lessons: 0,
+                })
+                .collect(),
             next_page_token: page.next_page_token,
         })
     }

@@ -8,14 +8,16 @@ use learnhub_proto::{
         ArchiveCourseRequest, Course, CreateCourseRequest, GetCourseRequest, GetCourseResponse,
         ListCategoriesRequest, ListCategoriesResponse, PublishCourseRequest, UpdateCourseRequest,
     },
+    common::v1::GetDbStatsRequest,
     enrollment::v1::{
         Enrollment, EnrollmentStatsRequest, EnrollmentStatsResponse, GetProgressRequest,
         ListEnrollmentsResponse, ListSubmissionsResponse, Progress, RecordLessonProgressRequest,
         Submission, User,
     },
     gateway::v1::{
-        EnrollRequest, GetCatalogPageRequest, GetCatalogPageResponse, GetMeRequest, GetUserRequest,
-        ListMyEnrollmentsRequest, ListMySubmissionsRequest, SubmitExerciseRequest,
+        EnrollRequest, GetCatalogPageRequest, GetCatalogPageResponse, GetDbStatsResponse,
+        GetMeRequest, GetUserRequest, ListMyEnrollmentsRequest, ListMySubmissionsRequest,
+        SubmitExerciseRequest,
         gateway_service_server::{GatewayService, GatewayServiceServer},
     },
 };
@@ -229,5 +231,14 @@ impl GatewayService for GatewayGrpc {
                 .invalidate_cache(caller.as_ref(), message)
                 .await,
         )
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetDbStats"))]
+    async fn get_db_stats(
+        &self,
+        request: Request<GetDbStatsRequest>,
+    ) -> Result<Response<GetDbStatsResponse>, Status> {
+        let (caller, _) = self.open(request)?;
+        reply(self.gateway.db_stats(caller.as_ref()).await)
     }
 }

@@ -1,5 +1,6 @@
 //! learnhub's front door: gRPC (`learnhub.gateway.v1.GatewayService`), gRPC-Web and REST/JSON
 //! on one port, in front of catalog-svc (and enrollment-svc and cache-svc when configured).
+pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod error;

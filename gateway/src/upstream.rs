@@ -1,6 +1,7 @@
 //! The services behind the gateway: lazy channels, per-call timeouts, readiness checks.
 use std::{future::Future, time::Duration};
 
+use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_proto::{
     cache::v1::cache_service_client::CacheServiceClient,
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -34,6 +35,8 @@ pub struct Upstreams {
     catalog: Upstream,
     enrollment: Option<Upstream>,
     cache: Option<Upstream>,
+    /// Read-through cache of public catalog pages, on cache-svc's channel.
+    page_cache: Option<CacheClient>,
     timeout: Duration,
 }
 
@@ -79,6 +82,20 @@ impl Upstreams {
                 channel,
             })
         };
+        let cache = cache
+            .filter(|addr| !addr.trim().is_empty())
+            .map(|addr| {
+                upstream(
+                    "--cache-addr",
+                    CACHE,
+                    "learnhub.cache.v1.CacheService",
+                    addr,
+                )
+            })
+            .transpose()?;
+        let page_cache = cache
+            .as_ref()
+            .map(|up| CacheClient::from_channel(up.channel.clone(), CacheClientOptions::default()));
         Ok(Self {
             catalog: upstream(
                 "--catalog-addr",
@@ -97,17 +114,8 @@ impl Upstreams {
                     )
                 })
                 .transpose()?,
-            cache: cache
-                .filter(|addr| !addr.trim().is_empty())
-                .map(|addr| {
-                    upstream(
-                        "--cache-addr",
-                        CACHE,
-                        "learnhub.cache.v1.CacheService",
-                        addr,
-                    )
-                })
-                .transpose()?,
+            cache,
+            page_cache,
             timeout,
         })
     }
@@ -134,6 +142,11 @@ impl Upstreams {
             .as_ref()
             .map(|up| CacheServiceClient::new(up.channel.clone()))
             .ok_or(Error::NotConfigured(CACHE))
+    }
+
+    /// The cache of public catalog pages, when cache-svc is configured.
+    pub fn page_cache(&self) -> Option<&CacheClient> {
+        self.page_cache.as_ref()
     }
 
     /// A request carrying our deadline as `grpc-timeout`, so the upstream can stop working on a

@@ -1,5 +1,11 @@
 //! learnhub's gRPC contracts: generated messages, clients and servers for every service.
 
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("learnhub.common.v1");
+    }
+}
+
 pub mod catalog {
     pub mod v1 {
         tonic::include_proto!("learnhub.catalog.v1");

@@ -1,11 +1,27 @@
-//! `spawn_platform`: catalog-svc + gateway on port 0 over a throwaway database, with demo data.
-use std::time::Duration;
+//! `spawn_platform`: cache-svc, catalog-svc, enrollment-svc and the gateway on port 0, each
+//! service over a throwaway database of its own, catalog-svc with the demo catalog.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use gateway::auth::{Role, issue_token};
 use learnhub_kit::{
-    Backend, config::DbArgs, server::Running, shutdown::CancellationToken, testing::TestDatabase,
+    Backend, Db, config::DbArgs, server::Running, shutdown::CancellationToken,
+    testing::TestDatabase,
 };
-use learnhub_proto::gateway::v1::gateway_service_client::GatewayServiceClient;
+use learnhub_proto::{
+    catalog::v1::{
+        CourseStatus, GetCourseRequest, ListCoursesRequest, ListExercisesRequest,
+        catalog_service_client::CatalogServiceClient, get_course_request::Key,
+    },
+    enrollment::v1::{
+        CreateUserRequest, Role as UserRole, User,
+        enrollment_service_client::EnrollmentServiceClient,
+    },
+    gateway::v1::gateway_service_client::GatewayServiceClient,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -15,25 +31,142 @@ pub const SECRET: &str = "e2e-secret";
 pub struct Platform {
     pub url: String,
     pub http: reqwest::Client,
+    /// catalog-svc and enrollment-svc themselves (never through a call counter).
+    pub catalog_url: String,
+    pub enrollment_url: String,
+    /// Each service's database; `profiler().rpcs()` counts the calls that reached it per RPC.
+    pub catalog_db: Db,
+    pub enrollment_db: Db,
+    /// The calls the gateway made to each service, counted on the wire; only with
+    /// [`spawn_counting_platform`].
+    pub upstream_calls: Option<UpstreamCalls>,
     catalog: Option<Running>,
+    enrollment: Option<Running>,
     gateway_shutdown: CancellationToken,
     cache_shutdown: CancellationToken,
-    // Dropped last: the servers stop before their database goes.
-    _database: TestDatabase,
+    proxies_shutdown: CancellationToken,
+    // Dropped last: the servers stop before their databases go.
+    _catalog_database: TestDatabase,
+    _enrollment_database: TestDatabase,
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
         self.gateway_shutdown.cancel();
+        self.proxies_shutdown.cancel();
         self.cache_shutdown.cancel();
-        if let Some(catalog) = &self.catalog {
-            catalog.shutdown.cancel();
+        for service in [&self.enrollment, &self.catalog].into_iter().flatten() {
+            service.shutdown.cancel();
         }
     }
 }
 
-/// gateway + catalog-svc + cache-svc (on the real Redis, under a key prefix of this test's own).
+/// The gateway's calls to catalog-svc and to enrollment-svc.
+#[derive(Clone)]
+pub struct UpstreamCalls {
+    pub catalog: CallCounter,
+    pub enrollment: CallCounter,
+}
+
+/// gRPC calls that passed through a counting proxy, by method path.
+#[derive(Clone, Default)]
+pub struct CallCounter(Arc<Mutex<HashMap<String, u64>>>);
+
+impl CallCounter {
+    fn record(&self, path: &str) {
+        *self.0.lock().unwrap().entry(path.to_owned()).or_default() += 1;
+    }
+
+    /// Every call so far by method name (`ListCourses`), health checks left out.
+    pub fn snapshot(&self) -> HashMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| !path.starts_with("/grpc."))
+            .map(|(path, count)| (path.rsplit('/').next().unwrap().to_owned(), *count))
+            .collect()
+    }
+
+    /// The calls made since `before` (a snapshot), by method name; methods not called are absent.
+    pub fn since(&self, before: &HashMap<String, u64>) -> HashMap<String, u64> {
+        self.snapshot()
+            .into_iter()
+            .map(|(method, count)| {
+                let earlier = before.get(&method).copied().unwrap_or(0);
+                (method, count - earlier)
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+}
+
+/// A gRPC pass-through on 127.0.0.1:0 in front of `upstream` that counts every call.
+async fn spawn_counting_proxy(
+    upstream: &str,
+    shutdown: CancellationToken,
+) -> (String, CallCounter) {
+    use axum::extract::{Request, State};
+    use tonic::codegen::Service;
+
+    async fn forward(
+        State((channel, counter)): State<(Channel, CallCounter)>,
+        request: Request,
+    ) -> axum::response::Response {
+        counter.record(request.uri().path());
+        let mut channel = channel;
+        let forwarded = async {
+            std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+            channel.call(request.map(tonic::body::Body::new)).await
+        };
+        match forwarded.await {
+            Ok(response) => response.map(axum::body::Body::new),
+            Err(err) => {
+                tonic::Status::unavailable(format!("proxy: {err}")).into_http::<axum::body::Body>()
+            }
+        }
+    }
+
+    let channel = tonic::transport::Endpoint::from_shared(upstream.to_owned())
+        .unwrap()
+        .connect_lazy();
+    let counter = CallCounter::default();
+    let router = axum::Router::new()
+        .fallback(forward)
+        .with_state((channel, counter.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        );
+    tokio::spawn(server);
+    (format!("http://{addr}"), counter)
+}
+
+fn db_args(database: &TestDatabase) -> DbArgs {
+    DbArgs {
+        database_url: database.url().to_owned(),
+        db_pool_size: 4,
+        slow_query_ms: 1_000,
+    }
+}
+
+/// gateway + catalog-svc + enrollment-svc + cache-svc (on the real Redis, under a key prefix of
+/// this test's own).
 pub async fn spawn_platform(backend: Backend) -> Platform {
+    spawn(backend, false).await
+}
+
+/// [`spawn_platform`] with the gateway's calls to catalog-svc and enrollment-svc going through
+/// counting proxies (`Platform::upstream_calls`).
+pub async fn spawn_counting_platform(backend: Backend) -> Platform {
+    spawn(backend, true).await
+}
+
+async fn spawn(backend: Backend, count_upstream_calls: bool) -> Platform {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let cache_config = cache_svc::Config {
         listen: "127.0.0.1:0".into(),
@@ -54,14 +187,11 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
     let cache_shutdown = CancellationToken::new();
     tokio::spawn(cache.run_until_stopped(cache_shutdown.clone()));
 
-    let database = TestDatabase::create(backend).await;
+    let (catalog_database, enrollment_database) =
+        tokio::join!(TestDatabase::create(backend), TestDatabase::create(backend));
     let catalog_config = catalog_svc::Config {
         listen: "127.0.0.1:0".into(),
-        db: DbArgs {
-            database_url: database.url().to_owned(),
-            db_pool_size: 4,
-            slow_query_ms: 1_000,
-        },
+        db: db_args(&catalog_database),
         cache_addr: Some(cache_addr.clone()),
         no_migrate: false,
     };
@@ -72,7 +202,9 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
         .await
         .expect("demo seed");
     assert!(seeded.is_some(), "a fresh database gets the demo catalog");
+    let catalog_db = catalog.db().clone();
     let catalog_addr = catalog.local_addr();
+    let catalog_url = format!("http://{catalog_addr}");
     let catalog_shutdown = CancellationToken::new();
     let catalog = Running::spawn(
         catalog_addr,
@@ -80,10 +212,44 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
         catalog.run_until_stopped(catalog_shutdown),
     );
 
+    let mut enrollment_config = enrollment_svc::Config::new(
+        "127.0.0.1:0",
+        db_args(&enrollment_database),
+        catalog_url.clone(),
+    );
+    enrollment_config.cache_addr = Some(cache_addr.clone());
+    let enrollment = enrollment_svc::Application::build(&enrollment_config)
+        .await
+        .expect("enrollment-svc starts");
+    let enrollment_db = enrollment.db().clone();
+    let enrollment_addr = enrollment.local_addr();
+    let enrollment_url = format!("http://{enrollment_addr}");
+    let enrollment_shutdown = CancellationToken::new();
+    let enrollment = Running::spawn(
+        enrollment_addr,
+        enrollment_shutdown.clone(),
+        enrollment.run_until_stopped(enrollment_shutdown),
+    );
+
+    let proxies_shutdown = CancellationToken::new();
+    let (gateway_catalog, gateway_enrollment, upstream_calls) = if count_upstream_calls {
+        let (catalog_proxy, catalog_calls) =
+            spawn_counting_proxy(&catalog_url, proxies_shutdown.clone()).await;
+        let (enrollment_proxy, enrollment_calls) =
+            spawn_counting_proxy(&enrollment_url, proxies_shutdown.clone()).await;
+        let calls = UpstreamCalls {
+            catalog: catalog_calls,
+            enrollment: enrollment_calls,
+        };
+        (catalog_proxy, enrollment_proxy, Some(calls))
+    } else {
+        (catalog_url.clone(), enrollment_url.clone(), None)
+    };
+
     let gateway_config = gateway::Config {
         listen: "127.0.0.1:0".into(),
-        catalog_addr: format!("http://{catalog_addr}"),
-        enrollment_addr: None,
+        catalog_addr: gateway_catalog,
+        enrollment_addr: Some(gateway_enrollment),
         cache_addr: Some(cache_addr),
         auth_jwt_secret: SECRET.into(),
         upstream_timeout_ms: 5_000,
@@ -97,11 +263,35 @@ pub async fn spawn_platform(backend: Backend) -> Platform {
     Platform {
         url: format!("http://{gateway_addr}"),
         http: reqwest::Client::new(),
+        catalog_url,
+        enrollment_url,
+        catalog_db,
+        enrollment_db,
+        upstream_calls,
         catalog: Some(catalog),
+        enrollment: Some(enrollment),
         gateway_shutdown,
         cache_shutdown,
-        _database: database,
+        proxies_shutdown,
+        _catalog_database: catalog_database,
+        _enrollment_database: enrollment_database,
     }
+}
+
+/// A user of enrollment-svc and a token naming them.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub id: i64,
+    pub email: String,
+    pub token: String,
+}
+
+/// A published course with its lessons (position order) and an exercise of one of them.
+#[derive(Debug, Clone)]
+pub struct CourseWithExercise {
+    pub id: i64,
+    pub lessons: Vec<i64>,
+    pub exercise: i64,
 }
 
 impl Platform {
@@ -124,10 +314,143 @@ impl Platform {
         response.json().await.unwrap()
     }
 
+    /// GET `path` with `token` and return its JSON, asserting 200.
+    pub async fn get_json_as(&self, token: &str, path: &str) -> Value {
+        let response = self.get(path).bearer_auth(token).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// POST `body` to `path` with `token`: the status and the JSON answer.
+    pub async fn post_json_as(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .post(path)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     pub async fn grpc(&self) -> GatewayServiceClient<Channel> {
         GatewayServiceClient::connect(self.url.clone())
             .await
             .unwrap()
+    }
+
+    /// enrollment-svc itself (users are created there, not through the gateway).
+    pub async fn enrollment_svc(&self) -> EnrollmentServiceClient<Channel> {
+        EnrollmentServiceClient::connect(self.enrollment_url.clone())
+            .await
+            .unwrap()
+    }
+
+    pub async fn catalog_svc(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::connect(self.catalog_url.clone())
+            .await
+            .unwrap()
+    }
+
+    /// A new user in enrollment-svc and a token for them (`sub` = their id).
+    pub async fn create_user(&self, email: &str, role: UserRole) -> Person {
+        let user: User = self
+            .enrollment_svc()
+            .await
+            .create_user(CreateUserRequest {
+                email: email.into(),
+                display_name: email.split('@').next().unwrap().into(),
+                role: role.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let token_role = match role {
+            UserRole::Admin => Role::Admin,
+            _ => Role::Learner,
+        };
+        Person {
+            id: user.id,
+            email: user.email,
+            token: token(token_role, &user.id.to_string()),
+        }
+    }
+
+    pub async fn learner(&self, email: &str) -> Person {
+        self.create_user(email, UserRole::Learner).await
+    }
+
+    pub async fn admin_user(&self, email: &str) -> Person {
+        self.create_user(email, UserRole::Admin).await
+    }
+
+    /// The `skip`-th published course (id order) that has at least two lessons and an exercise.
+    pub async fn course_with_exercise(&self, skip: usize) -> CourseWithExercise {
+        let mut catalog = self.catalog_svc().await;
+        let page = catalog
+            .list_courses(ListCoursesRequest {
+                status: CourseStatus::Published.into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut found = Vec::new();
+        for course in page.courses {
+            let detail = catalog
+                .get_course(GetCourseRequest {
+                    key: Some(Key::Id(course.id)),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let lessons: Vec<i64> = detail.lessons.iter().map(|l| l.id).collect();
+            if lessons.len() < 2 {
+                continue;
+            }
+            for lesson in &lessons {
+                let exercises = catalog
+                    .list_exercises(ListExercisesRequest { lesson_id: *lesson })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .exercises;
+                if let Some(exercise) = exercises.first() {
+                    found.push(CourseWithExercise {
+                        id: course.id,
+                        lessons: lessons.clone(),
+                        exercise: exercise.id,
+                    });
+                    break;
+                }
+            }
+            if found.len() > skip {
+                return found.swap_remove(skip);
+            }
+        }
+        panic!("the demo catalog has fewer than {} such courses", skip + 1);
+    }
+
+    /// A new draft course (through the admin route); its id.
+    pub async fn draft_course(&self, slug: &str) -> i64 {
+        let (status, body) = self
+            .post_json_as(
+                &admin(),
+                "/v1/admin/courses",
+                &serde_json::json!({
+                    "slug": slug,
+                    "title": "Not Yet",
+                    "course_type": "python",
+                    "category": "automation",
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
     }
 
     /// Stops catalog-svc (the gateway keeps running) and waits for it to drain.
@@ -150,6 +473,23 @@ pub fn learner() -> String {
     token(Role::Learner, "2")
 }
 
+/// A token that expired long ago, otherwise valid.
+pub fn expired(role: Role, subject: &str) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let claims = serde_json::json!({"sub": subject, "role": role, "exp": 1_000_000_000});
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A token signed with another secret.
+pub fn forged(role: Role, subject: &str) -> String {
+    issue_token("not-the-secret", subject, role, Duration::from_secs(600)).unwrap()
+}
+
 /// A REST error: status, `code` and `message`.
 pub async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
     let status = response.status();
@@ -159,6 +499,20 @@ pub async fn error_of(response: reqwest::Response) -> (StatusCode, String, Strin
         body["code"].as_str().unwrap_or_default().to_owned(),
         body["message"].as_str().unwrap_or_default().to_owned(),
     )
+}
+
+/// `message` in a gRPC request with `authorization: Bearer <token>` metadata.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Today's UTC date, `YYYY-MM-DD`.
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
 }
 
 /// Every course of the catalog page for `query`, following next_page_token to the end.

@@ -7,9 +7,11 @@ mod helpers;
 
 mod budgets;
 mod cache;
+mod db_stats;
 mod enrollments;
 mod indexes;
 mod progress;
+mod rpc_budgets;
 mod seed;
 mod stats;
 mod submissions;

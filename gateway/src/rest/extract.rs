@@ -26,13 +26,19 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(Error::invalid(format!(
-                "request body: {}",
-                rejection.body_text()
-            ))),
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                Error::invalid(format!("request body: {}", rejection.body_text()))
+            })?;
+        // Serde would read `[7]` as a struct field by field: only an object names its fields.
+        if !value.is_object() {
+            return Err(Error::invalid("request body: must be a JSON object"));
         }
+        // The error names the field's path, e.g. `course_type: unknown variant`.
+        serde_path_to_error::deserialize(value)
+            .map(Self)
+            .map_err(|err| Error::invalid(format!("request body: {err}")))
     }
 }
 

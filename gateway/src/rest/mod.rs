@@ -1,5 +1,5 @@
-//! REST/JSON routes: the public catalog, admin course writes and cache administration,
-//! liveness and readiness.
+//! REST/JSON routes: the public catalog, admin course writes, cache administration and database
+//! statistics, liveness and readiness.
 pub mod extract;
 pub mod json;
 pub mod learner;
@@ -23,6 +23,7 @@ use self::{
     },
 };
 use crate::{
+    admin::DbStatsPairJson,
     catalog::{MAX_PAGE_SIZE, course_key},
     error::{Error, ErrorBody},
     state::Gateway,
@@ -58,6 +59,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/v1/admin/cache/stats", get(cache_stats))
         .route("/v1/admin/cache/invalidate", post(invalidate_cache))
+        .route("/v1/admin/db/stats", get(db_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
@@ -200,6 +202,15 @@ async fn invalidate_cache(
         pattern: body.pattern,
         removed,
     }))
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/admin/db/stats", admin = %admin.subject))]
+async fn db_stats(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+) -> Result<Json<DbStatsPairJson>, Error> {
+    let stats = gateway.db_stats(Some(&admin)).await?;
+    Ok(Json(stats.into()))
 }
 
 /// Alive: answers without touching any upstream.

@@ -11,6 +11,7 @@ use learnhub_proto::{
         self as catalog, catalog_service_server::CatalogService,
         catalog_service_server::CatalogServiceServer, get_course_request::Key,
     },
+    common::v1 as common,
     enrollment::v1::{
         self as enrollment, enrollment_service_server::EnrollmentService,
         enrollment_service_server::EnrollmentServiceServer,
@@ -361,6 +362,58 @@ impl CatalogService for SharedCatalog {
     ) -> Reply<catalog::ListExercisesResponse> {
         unimplemented()
     }
+
+    async fn get_db_stats(&self, _: Request<common::GetDbStatsRequest>) -> Reply<common::DbStats> {
+        Ok(Response::new(db_stats("catalog-svc")))
+    }
+
+    async fn reset_db_stats(
+        &self,
+        _: Request<common::ResetDbStatsRequest>,
+    ) -> Reply<common::ResetDbStatsResponse> {
+        unimplemented()
+    }
+}
+
+/// What the fakes answer to GetDbStats: statements deliberately not in total-time order.
+pub fn db_stats(service: &str) -> common::DbStats {
+    let statement = |sql: &str, count: u64, total_ms: f64| common::StatementStats {
+        statement: sql.into(),
+        count,
+        total_ms,
+        avg_ms: total_ms / count as f64,
+        ..Default::default()
+    };
+    common::DbStats {
+        service: service.into(),
+        backend: "sqlite".into(),
+        since: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+        totals: Some(common::DbTotals {
+            statements: 6,
+            rpc_calls: 2,
+            ..Default::default()
+        }),
+        thresholds: Some(common::DbThresholds {
+            slow_query_ms: 100.0,
+            n_plus_one: 5,
+        }),
+        statements: vec![
+            statement("SELECT small", 4, 1.0),
+            statement("SELECT big", 2, 8.0),
+        ],
+        rpcs: vec![common::RpcDbStats {
+            rpc: format!("/{service}/Get"),
+            calls: 2,
+            statements: 6,
+            avg_statements: 3.0,
+            max_statements: 3,
+            db_time_ms: 9.0,
+            ..Default::default()
+        }],
+    }
 }
 
 /// Enrollments 10 (user 1, course 1) and 20 (user 2, course 2); user 1 exists.
@@ -513,6 +566,17 @@ impl EnrollmentService for FakeEnrollment {
         &self,
         _: Request<enrollment::EnrollmentStatsRequest>,
     ) -> Reply<enrollment::EnrollmentStatsResponse> {
+        unimplemented()
+    }
+
+    async fn get_db_stats(&self, _: Request<common::GetDbStatsRequest>) -> Reply<common::DbStats> {
+        Ok(Response::new(db_stats("enrollment-svc")))
+    }
+
+    async fn reset_db_stats(
+        &self,
+        _: Request<common::ResetDbStatsRequest>,
+    ) -> Reply<common::ResetDbStatsResponse> {
         unimplemented()
     }
 }

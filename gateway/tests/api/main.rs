@@ -1,6 +1,7 @@
 //! The gateway over real HTTP and gRPC, in front of in-memory upstream fakes.
 // Helpers and fakes outside #[test] fns panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
+mod db_stats;
 mod fakes;
 mod grpc;
 mod rest;
