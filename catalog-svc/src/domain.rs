@@ -8,59 +8,18 @@ pub const MAX_SUMMARY_CHARS: usize = 2_000;
 pub const MAX_BODY_CHARS: usize = 100_000;
 pub const MAX_SLUG_CHARS: usize = 100;
 
-macro_rules! text_enum {
-    ($name:ident, $pb:ident, $field:literal, { $($variant:ident => $text:literal, $pbv:ident;)+ }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &[Self] = &[$(Self::$variant),+];
-
-            /// The stored text.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            pub fn from_db(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-
-            pub fn to_pb(self) -> pb::$pb {
-                match self { $(Self::$variant => pb::$pb::$pbv),+ }
-            }
-
-            /// `Ok(None)` for UNSPECIFIED; an unknown number is INVALID_ARGUMENT naming the field.
-            pub fn from_pb(value: i32) -> Result<Option<Self>> {
-                match pb::$pb::try_from(value) {
-                    Ok(pb::$pb::Unspecified) => Ok(None),
-                    $(Ok(pb::$pb::$pbv) => Ok(Some(Self::$variant)),)+
-                    Err(_) => Err(Error::invalid($field, format!("unknown value {value}"))),
-                }
-            }
-
-            /// For text inputs (REST, CLI).
-            pub fn parse(text: &str) -> Result<Self> {
-                Self::from_db(text).ok_or_else(|| Error::invalid(
-                    $field,
-                    format!("unknown value {text:?}; expected one of {}", [$($text),+].join(", ")),
-                ))
-            }
-        }
-    };
-}
-
-text_enum!(CourseType, CourseType, "course_type", {
+learnhub_kit::text_enum!(CourseType, CourseType, "course_type", {
     Python => "python", Python;
     Sql => "sql", Sql;
 });
 
-text_enum!(CourseStatus, CourseStatus, "status", {
+learnhub_kit::text_enum!(CourseStatus, CourseStatus, "status", {
     Draft => "draft", Draft;
     Published => "published", Published;
     Archived => "archived", Archived;
 });
 
-text_enum!(CourseLevel, CourseLevel, "level", {
+learnhub_kit::text_enum!(CourseLevel, CourseLevel, "level", {
     Beginner => "beginner", Beginner;
     Intermediate => "intermediate", Intermediate;
     Advanced => "advanced", Advanced;

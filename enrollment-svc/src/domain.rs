@@ -11,53 +11,12 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 /// The longest range EnrollmentStats answers (a leap year).
 pub const MAX_STATS_DAYS: i64 = 366;
 
-macro_rules! text_enum {
-    ($name:ident, $pb:ident, $field:literal, { $($variant:ident => $text:literal, $pbv:ident;)+ }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &[Self] = &[$(Self::$variant),+];
-
-            /// The stored text.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            pub fn from_db(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-
-            pub fn to_pb(self) -> pb::$pb {
-                match self { $(Self::$variant => pb::$pb::$pbv),+ }
-            }
-
-            /// `Ok(None)` for UNSPECIFIED; an unknown number is INVALID_ARGUMENT naming the field.
-            pub fn from_pb(value: i32) -> Result<Option<Self>> {
-                match pb::$pb::try_from(value) {
-                    Ok(pb::$pb::Unspecified) => Ok(None),
-                    $(Ok(pb::$pb::$pbv) => Ok(Some(Self::$variant)),)+
-                    Err(_) => Err(Error::invalid($field, format!("unknown value {value}"))),
-                }
-            }
-
-            /// For text inputs (REST, CLI).
-            pub fn parse(text: &str) -> Result<Self> {
-                Self::from_db(text).ok_or_else(|| Error::invalid(
-                    $field,
-                    format!("unknown value {text:?}; expected one of {}", [$($text),+].join(", ")),
-                ))
-            }
-        }
-    };
-}
-
-text_enum!(Role, Role, "role", {
+learnhub_kit::text_enum!(Role, Role, "role", {
     Learner => "learner", Learner;
     Admin => "admin", Admin;
 });
 
-text_enum!(EnrollmentStatus, EnrollmentStatus, "status", {
+learnhub_kit::text_enum!(EnrollmentStatus, EnrollmentStatus, "status", {
     Active => "active", Active;
     Completed => "completed", Completed;
     Dropped => "dropped", Dropped;

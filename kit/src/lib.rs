@@ -9,6 +9,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod text_enum;
 pub mod time;
 
 pub use db::{Backend, Db, DbConn, DbError};
