@@ -110,6 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             database_url: sqlite("catalog.db"),
             db_pool_size: 8,
             slow_query_ms: 100,
+            n_plus_one_threshold: 5,
         },
         cache_addr: Some(format!("http://{cache_addr}")),
         no_migrate: false,
@@ -124,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             database_url: sqlite("enrollment.db"),
             db_pool_size: 8,
             slow_query_ms: 100,
+            n_plus_one_threshold: 5,
         },
         format!("http://{catalog_addr}"),
     );

@@ -53,6 +53,7 @@ async fn a_request_is_one_trace_across_services() {
             database_url: database.url().to_owned(),
             db_pool_size: 2,
             slow_query_ms: 1_000,
+            n_plus_one_threshold: 5,
         },
         cache_addr: None,
         no_migrate: false,

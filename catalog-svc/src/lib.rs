@@ -6,7 +6,7 @@ use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_kit::{
     Db,
     config::DbArgs,
-    db::{DbOptions, Migrations, run_migrations},
+    db::{Migrations, run_migrations},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -78,13 +78,7 @@ impl Application {
                 tracing::info!(?applied, "migrations applied");
             }
         }
-        let db = Db::connect(&DbOptions {
-            url: config.db.database_url.clone(),
-            pool_size: config.db.db_pool_size,
-            slow_query: config.db.slow_query_threshold(),
-            application_name: "catalog-svc",
-        })
-        .await?;
+        let db = Db::connect(&config.db.options("catalog-svc")).await?;
         let cache = config
             .cache_addr
             .as_deref()

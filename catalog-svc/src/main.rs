@@ -54,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url: db.database_url.clone(),
                 pool_size: 2,
                 slow_query: db.slow_query_threshold(),
+                n_plus_one_threshold: db.n_plus_one_threshold,
                 application_name: "catalog-svc seed",
             })
             .await?;

@@ -644,9 +644,7 @@ impl CatalogService for CatalogApi {
         _request: Request<common::GetDbStatsRequest>,
     ) -> Reply<common::DbStats> {
         let db = self.catalog.db();
-        Ok(Response::new(
-            db.profiler().to_proto(SERVICE, db.backend()),
-        ))
+        Ok(Response::new(db.profiler().to_proto(SERVICE, db.backend())))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ResetDbStats"))]

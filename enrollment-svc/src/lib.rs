@@ -8,7 +8,7 @@ use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_kit::{
     Db,
     config::DbArgs,
-    db::{DbOptions, Migrations, run_migrations},
+    db::{Migrations, run_migrations},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -115,13 +115,7 @@ impl Application {
                 tracing::info!(?applied, "migrations applied");
             }
         }
-        let db = Db::connect(&DbOptions {
-            url: config.db.database_url.clone(),
-            pool_size: config.db.db_pool_size,
-            slow_query: config.db.slow_query_threshold(),
-            application_name: "enrollment-svc",
-        })
-        .await?;
+        let db = Db::connect(&config.db.options("enrollment-svc")).await?;
         let catalog = catalog_client::CatalogClient::connect_lazy(
             &config.catalog_addr,
             config.catalog_timeout(),

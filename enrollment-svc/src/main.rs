@@ -78,6 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Multi-row inserts of a thousand rows are meant to be big: only log the
                 // really slow ones (the log line carries the whole statement).
                 slow_query: db.slow_query_threshold().max(SEED_SLOW_QUERY),
+                n_plus_one_threshold: db.n_plus_one_threshold,
                 application_name: "enrollment-svc seed",
             })
             .await?;

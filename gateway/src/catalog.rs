@@ -358,6 +358,30 @@ mod tests {
     }
 
     #[test]
+    fn public_pages_are_cached_under_the_catalog_namespace() {
+        let request = GetCatalogPageRequest {
+            course_type: CourseType::Sql.into(),
+            category: "query-performance".into(),
+            page_size: 20,
+            page_token: String::new(),
+        };
+        let key = public_page_key(&request);
+        // catalog-svc invalidates `catalog:*` after every course write: that must cover it.
+        assert_eq!(key.namespace(), "catalog");
+        assert!(key.as_str().contains("query-performance"), "{key}");
+        let every_category = GetCatalogPageRequest {
+            category: String::new(),
+            ..request.clone()
+        };
+        let other_size = GetCatalogPageRequest {
+            page_size: 5,
+            ..request.clone()
+        };
+        assert_ne!(public_page_key(&every_category), key);
+        assert_ne!(public_page_key(&other_size), key);
+    }
+
+    #[test]
     fn page_sizes() {
         for ok in [0, 1, 20, 100] {
             assert!(validate_page_size(ok).is_ok());

@@ -84,6 +84,8 @@ pub struct DbOptions {
     pub url: String,
     pub pool_size: u32,
     pub slow_query: Duration,
+    /// Repeats of one statement within one RPC that count as N+1.
+    pub n_plus_one_threshold: u64,
     /// Shown in `pg_stat_activity`.
     pub application_name: &'static str,
 }
@@ -158,7 +160,7 @@ impl Db {
     pub async fn connect(options: &DbOptions) -> Result<Self, DbError> {
         let profiler = QueryProfiler::new(ProfilerSettings {
             slow_threshold: options.slow_query,
-            ..ProfilerSettings::default()
+            n_plus_one_threshold: options.n_plus_one_threshold,
         });
         let pools = match Backend::from_url(&options.url)? {
             Backend::Postgres => {

@@ -407,7 +407,8 @@ impl QueryProfiler {
                 .into_iter()
                 .map(|(rpc, r)| {
                     let mut findings = r.n_plus_one_findings.clone();
-                    findings.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.statement.cmp(&b.statement)));
+                    findings
+                        .sort_by(|a, b| b.calls.cmp(&a.calls).then(a.statement.cmp(&b.statement)));
                     pb::RpcDbStats {
                         avg_statements: r.mean_statements(),
                         rpc,
@@ -721,7 +722,11 @@ mod tests {
         profiler.reset();
         assert!(profiler.statements().is_empty());
         assert_eq!(
-            (profiler.statement_count(), profiler.error_count(), profiler.slow_count()),
+            (
+                profiler.statement_count(),
+                profiler.error_count(),
+                profiler.slow_count()
+            ),
             (0, 0, 0)
         );
         record(&profiler, "a", Duration::from_millis(4), false);
@@ -735,7 +740,12 @@ mod tests {
     fn shapes_beyond_the_limit_share_one_row() {
         let profiler = profiler();
         for n in 0..MAX_STATEMENT_SHAPES + 10 {
-            record(&profiler, &format!("SELECT {n}"), Duration::from_micros(5), false);
+            record(
+                &profiler,
+                &format!("SELECT {n}"),
+                Duration::from_micros(5),
+                false,
+            );
         }
         let stats = profiler.statements();
         assert_eq!(stats.len(), MAX_STATEMENT_SHAPES + 1);
@@ -808,23 +818,44 @@ mod tests {
         })
         .await;
         let stats = profiler.to_proto("test-svc", Backend::Sqlite);
-        assert_eq!((stats.service.as_str(), stats.backend.as_str()), ("test-svc", "sqlite"));
+        assert_eq!(
+            (stats.service.as_str(), stats.backend.as_str()),
+            ("test-svc", "sqlite")
+        );
         let totals = stats.totals.unwrap();
-        assert_eq!((totals.statements, totals.errors, totals.rpc_calls), (3, 1, 1));
+        assert_eq!(
+            (totals.statements, totals.errors, totals.rpc_calls),
+            (3, 1, 1)
+        );
         let thresholds = stats.thresholds.unwrap();
-        assert_eq!((thresholds.slow_query_ms, thresholds.n_plus_one), (1000.0, 3));
-        let names: Vec<&str> = stats.statements.iter().map(|s| s.statement.as_str()).collect();
+        assert_eq!(
+            (thresholds.slow_query_ms, thresholds.n_plus_one),
+            (1000.0, 3)
+        );
+        let names: Vec<&str> = stats
+            .statements
+            .iter()
+            .map(|s| s.statement.as_str())
+            .collect();
         assert_eq!(names, ["big", "small"]);
         let big = &stats.statements[0];
         assert_eq!((big.count, big.errors), (2, 1));
         assert_eq!((big.total_ms, big.avg_ms), (8.0, 4.0));
         // The histogram keeps two significant figures.
         for (value, expected) in [(big.min_ms, 3.0), (big.median_ms, 3.0), (big.max_ms, 5.0)] {
-            assert!((value - expected).abs() <= expected / 100.0, "{value} vs {expected}");
+            assert!(
+                (value - expected).abs() <= expected / 100.0,
+                "{value} vs {expected}"
+            );
         }
         let rpc = &stats.rpcs[0];
         assert_eq!(
-            (rpc.rpc.as_str(), rpc.calls, rpc.statements, rpc.max_statements),
+            (
+                rpc.rpc.as_str(),
+                rpc.calls,
+                rpc.statements,
+                rpc.max_statements
+            ),
             ("/svc/Get", 1, 3, 3)
         );
         assert_eq!((rpc.avg_statements, rpc.db_time_ms), (3.0, 9.0));

@@ -151,6 +151,7 @@ fn db_args(database: &TestDatabase) -> DbArgs {
         database_url: database.url().to_owned(),
         db_pool_size: 4,
         slow_query_ms: 1_000,
+        n_plus_one_threshold: 5,
     }
 }
 

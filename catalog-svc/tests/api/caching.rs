@@ -199,12 +199,12 @@ async fn reads_after_writes_are_fresh(backend: Backend) {
 }
 
 async fn cache_down_falls_back_to_the_database(backend: Backend) {
-    let cache = spawn_cache().await;
+    let mut cache = spawn_cache().await;
     let app = spawn_app_with_cache(backend, Some(cache.url())).await;
     app.seed(10).await;
     let mut client = app.client.clone();
     course(&app, by_id(1)).await;
-    cache.stop();
+    cache.stop().await;
     // Every read still answers, from the database.
     for id in 1..=10 {
         let (found, statements) = app.statements(client.get_course(by_id(id))).await;

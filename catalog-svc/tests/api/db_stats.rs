@@ -32,7 +32,7 @@ async fn db_stats(app: &TestApp) -> DbStats {
 
 /// The one statement whose text (with SQLite's backquotes read as Postgres's double quotes)
 /// satisfies `is`.
-fn statement<'a>(stats: &'a DbStats, is: impl Fn(&str) -> bool) -> &'a StatementStats {
+fn statement(stats: &DbStats, is: impl Fn(&str) -> bool) -> &StatementStats {
     let found: Vec<_> = stats
         .statements
         .iter()
@@ -42,7 +42,11 @@ fn statement<'a>(stats: &'a DbStats, is: impl Fn(&str) -> bool) -> &'a Statement
         found.len(),
         1,
         "{:#?}",
-        stats.statements.iter().map(|s| &s.statement).collect::<Vec<_>>()
+        stats
+            .statements
+            .iter()
+            .map(|s| &s.statement)
+            .collect::<Vec<_>>()
     );
     found[0]
 }
@@ -51,10 +55,7 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed(20).await;
     let mut client = app.client.clone();
-    client
-        .reset_db_stats(ResetDbStatsRequest {})
-        .await
-        .unwrap();
+    client.reset_db_stats(ResetDbStatsRequest {}).await.unwrap();
     let empty = db_stats(&app).await;
     assert!(empty.statements.is_empty(), "{:#?}", empty.statements);
     assert!(empty.rpcs.is_empty());
@@ -94,7 +95,10 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
     );
     assert!(stats.since.is_some());
     let thresholds = stats.thresholds.unwrap();
-    assert_eq!((thresholds.slow_query_ms, thresholds.n_plus_one), (1000.0, 5));
+    assert_eq!(
+        (thresholds.slow_query_ms, thresholds.n_plus_one),
+        (1000.0, 5)
+    );
     let totals = stats.totals.unwrap();
     assert_eq!(
         (
@@ -132,9 +136,15 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
             "{s:?}"
         );
         // avg is whole nanoseconds.
-        assert!((s.avg_ms * s.count as f64 - s.total_ms).abs() < 1e-4, "{s:?}");
+        assert!(
+            (s.avg_ms * s.count as f64 - s.total_ms).abs() < 1e-4,
+            "{s:?}"
+        );
         assert!(s.total_ms > 0.0);
-        assert!(!s.statement.contains("-- binds"), "bind values are stripped");
+        assert!(
+            !s.statement.contains("-- binds"),
+            "bind values are stripped"
+        );
     }
     let totals: Vec<f64> = stats.statements.iter().map(|s| s.total_ms).collect();
     assert!(
@@ -152,14 +162,26 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
     };
     let get = rpc(GET_COURSE);
     assert_eq!(
-        (get.calls, get.statements, get.avg_statements, get.max_statements),
+        (
+            get.calls,
+            get.statements,
+            get.avg_statements,
+            get.max_statements
+        ),
         (3, 6, 2.0, 2)
     );
     let list = rpc(LIST_COURSES);
-    assert_eq!((list.calls, list.statements, list.max_statements), (2, 2, 1));
+    assert_eq!(
+        (list.calls, list.statements, list.max_statements),
+        (2, 2, 1)
+    );
     let exercises = rpc(LIST_EXERCISES);
     assert_eq!((exercises.calls, exercises.statements), (1, 2));
-    assert_eq!(stats.rpcs.len(), 3, "GetDbStats and ResetDbStats run no SQL");
+    assert_eq!(
+        stats.rpcs.len(),
+        3,
+        "GetDbStats and ResetDbStats run no SQL"
+    );
     assert!(stats.rpcs.iter().all(|r| r.n_plus_one == 0));
     let db_times: Vec<f64> = stats.rpcs.iter().map(|r| r.db_time_ms).collect();
     assert!(db_times.windows(2).all(|pair| pair[0] >= pair[1]));
@@ -170,10 +192,7 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
     // Reading the statistics again changes nothing; a reset empties them.
     let again = db_stats(&app).await;
     assert_eq!(again.totals.unwrap().statements, 10);
-    client
-        .reset_db_stats(ResetDbStatsRequest {})
-        .await
-        .unwrap();
+    client.reset_db_stats(ResetDbStatsRequest {}).await.unwrap();
     let reset = db_stats(&app).await;
     assert!(reset.statements.is_empty() && reset.rpcs.is_empty());
     assert_eq!(reset.totals.unwrap().statements, 0);

@@ -33,6 +33,7 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
             database_url: database.url().to_owned(),
             db_pool_size: 4,
             slow_query_ms: 1_000,
+            n_plus_one_threshold: 5,
         },
         cache_addr,
         no_migrate: false,
@@ -112,6 +113,7 @@ pub fn assert_status<T: std::fmt::Debug>(
 pub struct TestCache {
     pub addr: std::net::SocketAddr,
     shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), learnhub_kit::server::ServeError>>>,
 }
 
 impl Drop for TestCache {
@@ -125,8 +127,14 @@ impl TestCache {
         format!("http://{}", self.addr)
     }
 
-    pub fn stop(&self) {
+    /// Stops cache-svc and waits until it no longer answers anything.
+    pub async fn stop(&mut self) {
         self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("cache-svc task")
+                .expect("cache-svc stops cleanly");
+        }
     }
 }
 
@@ -150,6 +158,10 @@ pub async fn spawn_cache() -> TestCache {
         .expect("cache-svc starts");
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestCache { addr, shutdown }
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestCache {
+        addr,
+        shutdown,
+        task: Some(task),
+    }
 }

@@ -250,7 +250,9 @@ async fn run_call(app: &TestApp, call: Call, sample: &Sample) {
         }
         Call::CourseBySlug => {
             c.get_course(pb::GetCourseRequest {
-                key: Some(pb::get_course_request::Key::Slug(sample.course_slug.clone())),
+                key: Some(pb::get_course_request::Key::Slug(
+                    sample.course_slug.clone(),
+                )),
             })
             .await
             .unwrap();
@@ -295,15 +297,8 @@ fn inline_binds(sql: &str, backend: Backend, sample: &Sample) -> String {
     while let Some(at) = rest.find(['$', '?']) {
         let (before, from) = rest.split_at(at);
         out.push_str(before);
-        let digits = from[1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .count();
-        let placeholder_len = if from.starts_with('$') {
-            1 + digits
-        } else {
-            1
-        };
+        let digits = from[1..].chars().take_while(char::is_ascii_digit).count();
+        let placeholder_len = if from.starts_with('$') { 1 + digits } else { 1 };
         out.push_str(&literal(&out, backend, sample, sql));
         rest = &from[placeholder_len..];
     }
@@ -386,7 +381,10 @@ async fn indexes(conn: &mut DbConn, backend: Backend) -> Vec<Index> {
                 found.push(Index {
                     table: row.tablename,
                     name: row.indexname,
-                    columns: list.split(", ").map(|c| c.trim_matches('"').to_owned()).collect(),
+                    columns: list
+                        .split(", ")
+                        .map(|c| c.trim_matches('"').to_owned())
+                        .collect(),
                     primary: row.is_primary,
                     constraint: row.is_constraint,
                 });
@@ -478,7 +476,9 @@ fn aliases(sql: &str) -> BTreeMap<String, String> {
     for pair in words.windows(2) {
         if TABLES.contains(&pair[0])
             && !NOT_ALIASES.contains(&pair[1].to_uppercase().as_str())
-            && pair[1].chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && pair[1]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !pair[1].contains('.')
         {
             map.insert(pair[1].to_owned(), pair[0].to_owned());
@@ -650,7 +650,10 @@ async fn pg_isolated(
             .iter()
             .any(|(table, columns)| i.table == *table && i.columns == *columns)
     };
-    let mut ddl = vec!["BEGIN".to_owned(), "SET LOCAL enable_seqscan = off".to_owned()];
+    let mut ddl = vec![
+        "BEGIN".to_owned(),
+        "SET LOCAL enable_seqscan = off".to_owned(),
+    ];
     for index in all {
         let covered = query.indexes.iter().any(|(table, _)| index.table == *table);
         if covered && !expected(index) {
@@ -682,7 +685,10 @@ async fn conn_execute(conn: &mut DbConn, sql: &str) {
 async fn catalog_indexes_serve_the_hot_queries(backend: Backend) {
     let app = spawn_app(backend).await;
     let seeded = app.seed(COURSES).await;
-    assert!(seeded.lessons > 10_000 && seeded.exercises > 10_000, "{seeded:?}");
+    assert!(
+        seeded.lessons > 10_000 && seeded.exercises > 10_000,
+        "{seeded:?}"
+    );
     let mut conn = app.db.conn().await.unwrap();
     conn_execute(&mut conn, "ANALYZE").await;
 
@@ -789,5 +795,8 @@ async fn catalog_indexes_serve_the_hot_queries(backend: Backend) {
         .collect();
     assert!(unused.is_empty(), "indexes no hot query uses: {unused:#?}");
     let explicit = all.iter().filter(|i| !i.primary).count();
-    assert_eq!(explicit, 7, "4 performance indexes + 3 unique constraints: {all:#?}");
+    assert_eq!(
+        explicit, 7,
+        "4 performance indexes + 3 unique constraints: {all:#?}"
+    );
 }

@@ -158,13 +158,7 @@ async fn course_and_category_writes_have_exact_budgets(backend: Backend) {
     assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
 
     // The statistics RPCs read the profiler, not the database.
-    costs!(
-        app,
-        0,
-        "GetDbStats",
-        c.get_db_stats(GetDbStatsRequest {})
-    )
-    .unwrap();
+    costs!(app, 0, "GetDbStats", c.get_db_stats(GetDbStatsRequest {})).unwrap();
     c.reset_db_stats(ResetDbStatsRequest {}).await.unwrap();
     assert_eq!(app.db.profiler().statement_count(), 0, "ResetDbStats");
 }
@@ -233,7 +227,11 @@ async fn lesson_and_exercise_rpcs_have_exact_budgets(backend: Backend) {
     .unwrap();
 
     for n in [1, 2, 20] {
-        let ids: Vec<i64> = [first.id, second.id].into_iter().chain(1..=20).take(n).collect();
+        let ids: Vec<i64> = [first.id, second.id]
+            .into_iter()
+            .chain(1..=20)
+            .take(n)
+            .collect();
         let found = costs!(
             app,
             1,

@@ -57,11 +57,19 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
     );
     let totals = stats.totals.unwrap();
     assert_eq!(
-        (totals.statements, totals.errors, totals.n_plus_one, totals.rpc_calls),
+        (
+            totals.statements,
+            totals.errors,
+            totals.n_plus_one,
+            totals.rpc_calls
+        ),
         (5, 0, 0, 5)
     );
     let thresholds = stats.thresholds.unwrap();
-    assert_eq!((thresholds.slow_query_ms, thresholds.n_plus_one), (1000.0, 5));
+    assert_eq!(
+        (thresholds.slow_query_ms, thresholds.n_plus_one),
+        (1000.0, 5)
+    );
 
     // Three shapes: the INSERT, user by id (3 times), user by normalised email.
     let mut counts: Vec<u64> = stats.statements.iter().map(|s| s.count).collect();
@@ -79,7 +87,10 @@ async fn stats_count_a_known_sequence_exactly(backend: Backend) {
         "{by_id}"
     );
     let totals_ms: Vec<f64> = stats.statements.iter().map(|s| s.total_ms).collect();
-    assert!(totals_ms.windows(2).all(|pair| pair[0] >= pair[1]), "{totals_ms:?}");
+    assert!(
+        totals_ms.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{totals_ms:?}"
+    );
 
     let rpc = |name: &str| {
         let path = format!("{SERVICE}/{name}");

@@ -76,6 +76,7 @@ pub fn db_args(url: &str) -> DbArgs {
         database_url: url.to_owned(),
         db_pool_size: 4,
         slow_query_ms: 1_000,
+        n_plus_one_threshold: 5,
     }
 }
 
