@@ -1,2 +1,16 @@
-//! perf-report: placeholder until the benchmark lands.
-fn main() {}
+//! perf-report binary: parse the command line, run the command.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    perf_report::cli::Cli::parse().run().await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        perf_report::cli::Cli::command().debug_assert();
+    }
+}

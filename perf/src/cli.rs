@@ -1,0 +1,182 @@
+//! The command line: `perf-report run`, `perf-report load`, `perf-report drop`.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    load::{LoadSettings, load},
+    prepare::{Target, drop_databases},
+    run::{RunSettings, run},
+    scale::Scale,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "perf-report",
+    version,
+    about = "Seeds a chosen scale and measures learnhub's Phase 9.1 scenarios through the gateway",
+    long_about = "Seeds a chosen scale into Postgres databases of its own (lh_perf_catalog_s<S>, \
+                  lh_perf_enrollment_s<S>, marked with a COMMENT so they can be reused), starts \
+                  the gateway, catalog-svc, enrollment-svc and cache-svc in this process, and \
+                  measures through the gateway over real gRPC. Refuses a scale the disk or memory \
+                  cannot hold, and any existing database it did not create, before writing \
+                  anything. Build with --release for meaningful numbers."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Seed (or reuse) the scale, then measure every scenario in the three configurations
+    /// (no indexes/no cache, indexes, indexes + cache); print and write docs/perf/scale-<S>.md.
+    Run(RunArgs),
+    /// Load benchmark (warm cache): the catalog page over REST and gRPC against the gateway's
+    /// cheapest endpoint; print and write docs/perf/load.md.
+    Load(LoadArgs),
+    /// Drop the databases of a scale (only those perf-report created).
+    Drop(TargetArgs),
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Scale: 1 = 10k courses, 100k users, 1M enrollments, 3M lesson-progress rows, 1M
+    /// submissions; 0.1 = a tenth.
+    #[arg(long, default_value_t = 0.1)]
+    scale: f64,
+    /// Maintenance URL of the Postgres server; perf-report creates its databases there.
+    #[arg(
+        long,
+        env = "PERF_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    /// Redis for cache-svc.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Prefix of every Redis key of this run's cache-svc.
+    #[arg(long, default_value = "lh-perf-report:")]
+    redis_prefix: String,
+    /// Use databases of the same names that perf-report did not create (otherwise refused).
+    #[arg(long)]
+    reuse_existing: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Concurrent callers. The default, one per CPU of a 2-core box, measures latency with
+    /// little queueing; `perf-report load` measures throughput at higher concurrency.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// HTTP/2 connections to the gateway, shared by the callers.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Calls measured per scenario and configuration (at most).
+    #[arg(long, default_value_t = 5_000)]
+    requests: u64,
+    /// Warm-up calls before each measurement (not measured; they also fill the cache in (c)).
+    #[arg(long, default_value_t = 3_000)]
+    warmup: u64,
+    /// Longest time one measurement (or warm-up) may run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    max_secs: u64,
+    /// Where scale-<S>.md and scale-<S>.json are written.
+    #[arg(long, default_value = "docs/perf")]
+    out_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Concurrent callers; several values (8,32) give a table each.
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    concurrency: Vec<usize>,
+    /// Seconds each endpoint is measured.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Seconds of warm-up before each measurement.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// HTTP/2 connections to the gateway for the gRPC calls.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Where load.md is written.
+    #[arg(long, default_value = "docs/perf")]
+    out_dir: PathBuf,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Target> {
+        Ok(Target {
+            scale: Scale::new(self.scale).map_err(anyhow::Error::msg)?,
+            postgres: self.postgres.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            reuse_existing: self.reuse_existing,
+        })
+    }
+}
+
+/// The command as typed, with the program name only (no paths), for the report.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    args.next();
+    std::iter::once("perf-report".to_owned())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        init_logs();
+        match self.command {
+            Command::Run(args) => {
+                anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+                anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
+                let target = args.target.target()?;
+                let settings = RunSettings {
+                    concurrency: args.concurrency,
+                    connections: args.connections.max(1),
+                    requests: args.requests,
+                    warmup: args.warmup,
+                    max_duration: Duration::from_secs(args.max_secs.max(1)),
+                    out_dir: args.out_dir,
+                    command_line: command_line(),
+                };
+                run(&target, &settings).await
+            }
+            Command::Load(args) => {
+                anyhow::ensure!(
+                    !args.concurrency.is_empty() && args.concurrency.iter().all(|c| *c > 0),
+                    "--concurrency must be at least 1"
+                );
+                let target = args.target.target()?;
+                let settings = LoadSettings {
+                    concurrency: args.concurrency,
+                    connections: args.connections.max(1),
+                    duration: Duration::from_secs(args.duration_secs.max(1)),
+                    warmup: Duration::from_secs(args.warmup_secs),
+                    out_dir: args.out_dir,
+                    command_line: command_line(),
+                };
+                load(&target, &settings).await
+            }
+            Command::Drop(args) => drop_databases(&args.target()?).await,
+        }
+    }
+}
+
+/// Warnings only by default (RUST_LOG overrides): the services' info lines are not the report.
+fn init_logs() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
