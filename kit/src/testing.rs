@@ -115,3 +115,44 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// Runs each `$test(Backend)` twice, as `$test::sqlite` and `$test::postgres`, on a multi-thread
+/// runtime (diesel-async's SQLite wrapper and migrations block in place).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$test($crate::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$test($crate::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// Asserts a gRPC error's code and that its message names `field`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    field: &str,
+) {
+    match result {
+        Ok(value) => panic!("expected {code:?} naming {field:?}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(field),
+                "message {:?} should name {field:?}",
+                status.message()
+            );
+        }
+    }
+}

@@ -537,23 +537,3 @@ pub async fn all_pages(platform: &Platform, query: &str) -> (Vec<Value>, usize) 
     }
     (courses, pages)
 }
-
-/// Runs `$test(Backend)` once on SQLite and once on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($test:ident),+ $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$test(learnhub_kit::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$test(learnhub_kit::Backend::Postgres).await
-                }
-            }
-        )+
-    };
-}

@@ -73,41 +73,7 @@ impl TestApp {
     }
 }
 
-/// Runs `$test(Backend)` once on SQLite and once on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($test:ident),+ $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$test(learnhub_kit::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$test(learnhub_kit::Backend::Postgres).await
-                }
-            }
-        )+
-    };
-}
-
-/// Asserts a gRPC error's code and that its message names `field`.
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: tonic::Code,
-    field: &str,
-) {
-    let status = result.expect_err("expected an error");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(field),
-        "message {:?} should name {field:?}",
-        status.message()
-    );
-}
+pub use learnhub_kit::testing::assert_status;
 
 /// A cache-svc on Redis (127.0.0.1:6379) under a key prefix of its own, on port 0.
 pub struct TestCache {

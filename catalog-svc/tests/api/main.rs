@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used)]
 mod helpers;
 
+// `crate::on_both_backends!` in every module.
+use learnhub_kit::on_both_backends;
+
 mod budgets;
 mod caching;
 mod courses;
