@@ -84,13 +84,7 @@ impl CacheService for CacheApi {
         &self,
         request: Request<GetManyRequest>,
     ) -> Result<Response<GetManyResponse>, Status> {
-        let keys = request.into_inner().keys;
-        check_batch(keys.len(), "keys")?;
-        let keys = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| Key::parse(key, &format!("keys[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = parse_keys(request.into_inner().keys)?;
         let found = self.cache.get_many(&keys).await;
         Ok(Response::new(GetManyResponse {
             entries: found.into_iter().map(response).collect(),
@@ -127,13 +121,7 @@ impl CacheService for CacheApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let keys = request.into_inner().keys;
-        check_batch(keys.len(), "keys")?;
-        let keys = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| Key::parse(key, &format!("keys[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = parse_keys(request.into_inner().keys)?;
         let deleted = self.cache.delete(&keys).await;
         Ok(Response::new(DeleteResponse { deleted }))
     }
@@ -181,6 +169,16 @@ fn response(lookup: Lookup) -> GetResponse {
             lease,
         },
     }
+}
+
+/// A batch of keys (GetMany, Delete): bounded in size, each valid, errors naming `keys[i]`.
+fn parse_keys(keys: Vec<String>) -> Result<Vec<Key>, Status> {
+    check_batch(keys.len(), "keys")?;
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, key)| Key::parse(key, &format!("keys[{i}]")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Status::from)
 }
 
 fn check_batch(len: usize, field: &str) -> Result<(), Error> {
