@@ -4,7 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use learnhub_kit::{config::DbArgs, shutdown, telemetry};
+use learnhub_db::DbArgs;
+use learnhub_kit::{shutdown, telemetry};
 
 /// The dev-only signing secret of monolithic mode; set AUTH_JWT_SECRET for anything shared.
 const DEV_SECRET: &str = "learnhub-dev-secret-change-me";

@@ -7,7 +7,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use learnhub_kit::{Backend, config::DbArgs, shutdown::CancellationToken, testing::TestDatabase};
+use learnhub_db::{Backend, DbArgs, testing::TestDatabase};
+use learnhub_kit::shutdown::CancellationToken;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},

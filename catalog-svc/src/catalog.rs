@@ -1,7 +1,8 @@
 //! Catalog operations on validated input: each is a few queries, with the statement count the
 //! contract promises (GetCourse ≤ 2, ListCourses 1, GetCatalogSummary ≤ 3, BatchGetCourses 1).
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use learnhub_kit::{Db, DbConn, time};
+use learnhub_db::{Db, DbConn};
+use learnhub_kit::time;
 
 use crate::{
     domain::{CourseLevel, CourseStatus, CourseType},

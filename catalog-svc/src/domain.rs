@@ -8,18 +8,18 @@ pub const MAX_SUMMARY_CHARS: usize = 2_000;
 pub const MAX_BODY_CHARS: usize = 100_000;
 pub const MAX_SLUG_CHARS: usize = 100;
 
-learnhub_kit::text_enum!(CourseType, CourseType, "course_type", {
+learnhub_db::text_enum!(CourseType, CourseType, "course_type", {
     Python => "python", Python;
     Sql => "sql", Sql;
 });
 
-learnhub_kit::text_enum!(CourseStatus, CourseStatus, "status", {
+learnhub_db::text_enum!(CourseStatus, CourseStatus, "status", {
     Draft => "draft", Draft;
     Published => "published", Published;
     Archived => "archived", Archived;
 });
 
-learnhub_kit::text_enum!(CourseLevel, CourseLevel, "level", {
+learnhub_db::text_enum!(CourseLevel, CourseLevel, "level", {
     Beginner => "beginner", Beginner;
     Intermediate => "intermediate", Intermediate;
     Advanced => "advanced", Advanced;

@@ -3,10 +3,8 @@ use std::net::SocketAddr;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
-    Db,
-    config::DbArgs,
-    db::{Migrations, run_migrations},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -55,7 +53,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Db(#[from] learnhub_kit::DbError),
+    Db(#[from] learnhub_db::DbError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("CACHE_ADDR: {0}")]
@@ -111,7 +109,8 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
-        let routes = tonic::service::Routes::new(CatalogServiceServer::new(api));
+        let routes =
+            learnhub_db::profiled(tonic::service::Routes::new(CatalogServiceServer::new(api)));
         server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
     }
 }

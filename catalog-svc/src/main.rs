@@ -1,10 +1,7 @@
 //! catalog-svc binary: serve, migrate or seed.
 use clap::{Parser, Subcommand};
-use learnhub_kit::{
-    config::{DbArgs, LogArgs},
-    db::{DbOptions, run_migrations},
-    shutdown, telemetry,
-};
+use learnhub_db::{DbArgs, DbOptions, run_migrations};
+use learnhub_kit::{config::LogArgs, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Seed { db, courses } => {
             run_migrations(&db.database_url, catalog_svc::migrations()).await?;
-            let pool = learnhub_kit::Db::connect(&DbOptions {
+            let pool = learnhub_db::Db::connect(&DbOptions {
                 url: db.database_url.clone(),
                 pool_size: 2,
                 slow_query: db.slow_query_threshold(),

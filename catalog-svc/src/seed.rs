@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use indicatif::{ProgressBar, ProgressStyle};
-use learnhub_kit::{Db, db_run, time};
+use learnhub_db::{Db, db_run};
+use learnhub_kit::time;
 
 use crate::{
     domain::{CourseLevel, CourseStatus, CourseType},

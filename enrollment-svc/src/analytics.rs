@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::{dsl::sql, sql_types};
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{domain::StatsRange, models::enrollment::Enrollment};
 

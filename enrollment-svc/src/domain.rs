@@ -11,12 +11,12 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 /// The longest range EnrollmentStats answers (a leap year).
 pub const MAX_STATS_DAYS: i64 = 366;
 
-learnhub_kit::text_enum!(Role, Role, "role", {
+learnhub_db::text_enum!(Role, Role, "role", {
     Learner => "learner", Learner;
     Admin => "admin", Admin;
 });
 
-learnhub_kit::text_enum!(EnrollmentStatus, EnrollmentStatus, "status", {
+learnhub_db::text_enum!(EnrollmentStatus, EnrollmentStatus, "status", {
     Active => "active", Active;
     Completed => "completed", Completed;
     Dropped => "dropped", Dropped;

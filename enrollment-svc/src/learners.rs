@@ -3,7 +3,8 @@
 //! BatchGetEnrollmentState ≤ 2, GetProgress ≤ 2, ListSubmissions 1 per page).
 use std::collections::HashMap;
 
-use learnhub_kit::{Db, DbConn, PageToken, time};
+use learnhub_db::{Db, DbConn};
+use learnhub_kit::{PageToken, time};
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{

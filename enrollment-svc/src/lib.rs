@@ -5,10 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
-    Db,
-    config::DbArgs,
-    db::{Migrations, run_migrations},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -89,7 +87,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Db(#[from] learnhub_kit::DbError),
+    Db(#[from] learnhub_db::DbError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("--catalog-addr: {0}")]
@@ -147,7 +145,9 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let api = service::EnrollmentApi::new(self.learners, self.max_submission_bytes);
-        let routes = tonic::service::Routes::new(EnrollmentServiceServer::new(api));
+        let routes = learnhub_db::profiled(tonic::service::Routes::new(
+            EnrollmentServiceServer::new(api),
+        ));
         server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
     }
 }

@@ -1,10 +1,7 @@
 //! enrollment-svc binary: serve, migrate or seed.
 use clap::{Parser, Subcommand};
-use learnhub_kit::{
-    config::{DbArgs, LogArgs},
-    db::{DbOptions, run_migrations},
-    shutdown, telemetry,
-};
+use learnhub_db::{DbArgs, DbOptions, run_migrations};
+use learnhub_kit::{config::LogArgs, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             submissions,
         } => {
             run_migrations(&db.database_url, enrollment_svc::migrations()).await?;
-            let pool = learnhub_kit::Db::connect(&DbOptions {
+            let pool = learnhub_db::Db::connect(&DbOptions {
                 url: db.database_url.clone(),
                 pool_size: enrollment_svc::seed::POSTGRES_WRITERS as u32,
                 // Multi-row inserts of a thousand rows are meant to be big: only log the

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDateTime};
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use learnhub_kit::{Backend, Db, db_run, time};
+use learnhub_db::{Backend, Db, db_run};
+use learnhub_kit::time;
 
 use crate::{
     catalog_client::CatalogClient,

@@ -12,10 +12,7 @@ pub mod upstream;
 
 use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
-use learnhub_kit::{
-    server::{ServeError, bind, serve},
-    shutdown::CancellationToken,
-};
+use learnhub_kit::{server::ServeError, server::bind, server::serve, shutdown::CancellationToken};
 use learnhub_proto::gateway::v1::gateway_service_server::SERVICE_NAME;
 use tokio::net::TcpListener;
 use tonic::service::Routes;

@@ -1,17 +1,14 @@
-//! learnhub's runtime kit: what every service shares to start, serve, log and reach its database.
+//! learnhub's runtime kit: what every service shares to start, serve, log and call other
+//! services. The database layer is its own crate (`learnhub-db`), so the gateway and cache-svc
+//! compile without diesel.
 
 pub mod client;
 pub mod config;
-pub mod db;
 pub mod page_token;
-pub mod profiler;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
-pub mod text_enum;
 pub mod time;
 
-pub use db::{Backend, Db, DbConn, DbError};
 pub use page_token::PageToken;
-pub use profiler::QueryProfiler;

@@ -92,7 +92,6 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .trace_fn(crate::telemetry::request_span)
-        .layer(ProfileLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     // In-flight calls get DRAIN_TIMEOUT to finish; a stream that never ends (a health Watch)
@@ -112,44 +111,6 @@ pub async fn serve(
 /// How long in-flight calls may take to finish after a shutdown signal (Kubernetes' default
 /// grace period is 30 s).
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Runs every request inside [`crate::profiler::profile_rpc`], so the SQL it causes is counted
-/// per RPC and N+1 patterns are reported with the RPC's name.
-#[derive(Debug, Clone, Copy)]
-pub struct ProfileLayer;
-
-impl<S> tower::Layer<S> for ProfileLayer {
-    type Service = Profiled<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Profiled(inner)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Profiled<S>(S);
-
-impl<S, B> tower::Service<http::Request<B>> for Profiled<S>
-where
-    S: tower::Service<http::Request<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let rpc = request.uri().path().to_owned();
-        Box::pin(crate::profiler::profile_rpc(rpc, self.0.call(request)))
-    }
-}
 
 /// A server task bound to its address, for tests and the monolith.
 pub struct Running {

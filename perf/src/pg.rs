@@ -12,7 +12,7 @@ use diesel_async::{
     async_connection_wrapper::AsyncConnectionWrapper,
 };
 use diesel_migrations::MigrationHarness;
-use learnhub_kit::db::{Migrations, run_migrations};
+use learnhub_db::{Migrations, run_migrations};
 
 /// How perf-report marks a database it created (`COMMENT ON DATABASE`).
 const MARK: &str = "perf-report:";

@@ -4,9 +4,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use learnhub_kit::{
-    Db, config::DbArgs, profiler::QueryProfiler, server::Running, shutdown::CancellationToken,
-};
+use learnhub_db::{Db, DbArgs, profiler::QueryProfiler};
+use learnhub_kit::{server::Running, shutdown::CancellationToken};
 use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, GetStatsRequest, ResetStatsRequest,
     cache_service_client::CacheServiceClient,

@@ -3,12 +3,8 @@
 use std::{path::Path, time::Instant};
 
 use anyhow::{Context, bail};
-use learnhub_kit::{
-    Db,
-    db::{DbOptions, run_migrations},
-    server::Running,
-    shutdown::CancellationToken,
-};
+use learnhub_db::{Db, DbOptions, run_migrations};
+use learnhub_kit::{server::Running, shutdown::CancellationToken};
 
 use crate::{
     machine,
@@ -190,7 +186,7 @@ async fn seed(scale: Scale, catalog_url: &str, enrollment_url: &str) -> anyhow::
     // enrollment-svc's seed reads the published catalog from a running catalog-svc.
     let catalog = catalog_svc::Application::build(&catalog_svc::Config {
         listen: "127.0.0.1:0".into(),
-        db: learnhub_kit::config::DbArgs {
+        db: learnhub_db::DbArgs {
             database_url: catalog_url.to_owned(),
             db_pool_size: 8,
             slow_query_ms: 10_000,

@@ -1,5 +1,5 @@
 //! Admin course writes over REST: the auth matrix and the draft -> published -> archived life.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

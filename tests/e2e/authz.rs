@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use gateway::auth::Role;
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     cache::v1::{GetStatsRequest, InvalidatePatternRequest},
     catalog::v1::{

@@ -1,5 +1,5 @@
 //! Bad input never reaches a 500: every case is a JSON 4xx naming the field, and writes nothing.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use serde_json::json;
 
 use crate::{

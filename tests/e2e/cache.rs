@@ -1,6 +1,6 @@
 //! The cache through the gateway: admin statistics and invalidation, and catalog reads after
 //! writes never returning old data.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use serde_json::{Value, json};
 
 use crate::{

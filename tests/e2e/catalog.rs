@@ -1,7 +1,7 @@
 //! Public reads: the catalog page (summary, filters, pagination), courses, categories.
 use std::collections::HashSet;
 
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use serde_json::Value;
 
 use crate::{

@@ -5,7 +5,7 @@
 //! between the gateway and each service) and in each service's query profiler.
 use std::collections::HashMap;
 
-use learnhub_kit::{Backend, Db, profiler::RpcStats};
+use learnhub_db::{Backend, Db, profiler::RpcStats};
 use learnhub_proto::{catalog::v1::CourseType, gateway::v1::GetCatalogPageRequest};
 use serde_json::{Value, json};
 

@@ -1,5 +1,5 @@
 //! Liveness, readiness and the gRPC health service, with catalog-svc up and then down.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use serde_json::Value;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

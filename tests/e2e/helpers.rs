@@ -7,10 +7,8 @@ use std::{
 };
 
 use gateway::auth::{Role, issue_token};
-use learnhub_kit::{
-    Backend, Db, config::DbArgs, server::Running, shutdown::CancellationToken,
-    testing::TestDatabase,
-};
+use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
+use learnhub_kit::{server::Running, shutdown::CancellationToken};
 use learnhub_proto::{
     catalog::v1::{
         CourseStatus, GetCourseRequest, ListCoursesRequest, ListExercisesRequest,

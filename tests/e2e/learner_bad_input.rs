@@ -1,6 +1,6 @@
 //! Bad input on the learner and learner-admin routes: each is a JSON 4xx with the right code
 //! naming the field (never a 500), and none of them writes anything.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     enrollment::v1::{EnrollmentStatsRequest, GetProgressRequest},
     gateway::v1::{ListMyEnrollmentsRequest, SubmitExerciseRequest},

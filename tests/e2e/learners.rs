@@ -1,7 +1,7 @@
 //! The learner flow through the gateway, over REST and over gRPC: enroll (idempotently, only in
 //! published courses) → progress on every lesson → the enrollment completes → the catalog page
 //! shows it to that learner only; submissions newest first; the admin views of users and stats.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     catalog::v1::CourseType,
     enrollment::v1::{

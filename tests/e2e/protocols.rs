@@ -1,5 +1,5 @@
 //! The same gateway over gRPC and gRPC-Web (HTTP/1), agreeing with REST.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     catalog::v1::{
         CourseType, CreateCourseRequest, GetCourseRequest, ListCategoriesRequest,

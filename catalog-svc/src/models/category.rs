@@ -2,7 +2,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{domain::CourseType, schema::categories};
 

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{
     domain::{CourseLevel, CourseStatus, CourseType},
@@ -229,7 +229,7 @@ impl CourseRow {
         let mut inserted = Vec::with_capacity(batch.len());
         // Chunks keep each statement under SQLite's bind-variable limit.
         for chunk in batch.chunks(1_000) {
-            learnhub_kit::db_insert_many!(conn, courses::table, chunk.to_vec())?;
+            learnhub_db::db_insert_many!(conn, courses::table, chunk.to_vec())?;
             let slugs: Vec<String> = chunk.iter().map(|c| c.slug.clone()).collect();
             let rows: Vec<(i64, String)> = db_run!(conn => courses::table
                 .filter(courses::slug.eq_any(&slugs))

@@ -2,7 +2,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::schema::exercises;
 
@@ -91,7 +91,7 @@ impl Exercise {
     pub async fn insert_many(conn: &mut DbConn, rows: &[NewExercise]) -> QueryResult<usize> {
         let mut inserted = 0;
         for chunk in rows.chunks(1_000) {
-            inserted += learnhub_kit::db_insert_many!(conn, exercises::table, chunk.to_vec())?;
+            inserted += learnhub_db::db_insert_many!(conn, exercises::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

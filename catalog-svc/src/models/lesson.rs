@@ -2,7 +2,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::schema::lessons;
 
@@ -128,7 +128,7 @@ impl Lesson {
     pub async fn insert_many(conn: &mut DbConn, rows: &[NewLesson]) -> QueryResult<usize> {
         let mut inserted = 0;
         for chunk in rows.chunks(1_000) {
-            inserted += learnhub_kit::db_insert_many!(conn, lessons::table, chunk.to_vec())?;
+            inserted += learnhub_db::db_insert_many!(conn, lessons::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

@@ -1,6 +1,6 @@
 //! Query budgets: each read RPC runs a fixed number of SQL statements whatever the data size,
 //! so an N+1 regression fails here.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::{helpers::spawn_app, on_both_backends};

@@ -1,6 +1,6 @@
 //! Catalog reads through cache-svc (on the real Redis): hits skip the database, and a read after
 //! a write never returns the old data.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::catalog::v1 as pb;
 use tonic::Code;
 

@@ -1,7 +1,7 @@
 //! Course reads and writes: filters, pagination, summary, the course lifecycle.
 use std::collections::HashSet;
 
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::catalog::v1 as pb;
 use tonic::Code;
 

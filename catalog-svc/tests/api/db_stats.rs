@@ -1,7 +1,7 @@
 //! GetDbStats / ResetDbStats over real gRPC: after a reset and a known sequence of calls, the
 //! statistics hold exactly those statements, per statement and per RPC, largest total first.
 use catalog_svc::models::course::CourseRow;
-use learnhub_kit::{Backend, profiler::profile_rpc};
+use learnhub_db::{Backend, profiler::profile_rpc};
 use learnhub_proto::{
     catalog::v1 as pb,
     common::v1::{DbStats, GetDbStatsRequest, ResetDbStatsRequest, StatementStats},

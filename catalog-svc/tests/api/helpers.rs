@@ -1,8 +1,7 @@
 //! Test servers on port 0 with their own database, and statement counting.
 use catalog_svc::{Application, Config};
-use learnhub_kit::{
-    Backend, Db, config::DbArgs, shutdown::CancellationToken, testing::TestDatabase,
-};
+use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
+use learnhub_kit::shutdown::CancellationToken;
 use learnhub_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use tonic::transport::Channel;
 

@@ -36,7 +36,7 @@ use diesel::{
     sql_types::{Bool, Text},
 };
 use diesel_async::SimpleAsyncConnection;
-use learnhub_kit::{Backend, DbConn, db_run};
+use learnhub_db::{Backend, DbConn, db_run};
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::{

@@ -1,5 +1,5 @@
 //! Lessons and exercises.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::catalog::v1 as pb;
 use tonic::Code;
 

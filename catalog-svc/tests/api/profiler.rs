@@ -1,7 +1,7 @@
 //! The always-on query profiler: per-RPC statement counts, and the N+1 detector firing on a
 //! deliberate loop while staying silent on the real RPCs.
 use catalog_svc::models::course::CourseRow;
-use learnhub_kit::{Backend, profiler::profile_rpc};
+use learnhub_db::{Backend, profiler::profile_rpc};
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::{helpers::spawn_app, on_both_backends};

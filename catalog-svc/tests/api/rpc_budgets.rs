@@ -1,7 +1,7 @@
 //! Query budgets for every catalog RPC that `budgets.rs` does not cover, as exact statement
 //! counts (a transaction's BEGIN and COMMIT count as statements). Refusals cost what they read
 //! and no more; validation failures cost nothing. Like Django's `assertNumQueries`.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     catalog::v1 as pb,
     common::v1::{GetDbStatsRequest, ResetDbStatsRequest},

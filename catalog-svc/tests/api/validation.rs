@@ -1,5 +1,5 @@
 //! Bad input is INVALID_ARGUMENT naming the field, never a panic or an internal error.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::catalog::v1 as pb;
 use tonic::Code;
 

@@ -2,7 +2,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::{dsl::sql, prelude::*, sql_types};
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{domain::EnrollmentStatus, models::INSERT_CHUNK, schema::enrollments};
 
@@ -194,7 +194,7 @@ impl Enrollment {
     pub async fn insert_many(conn: &mut DbConn, rows: &[NewEnrollment]) -> QueryResult<usize> {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            inserted += learnhub_kit::db_insert_many!(conn, enrollments::table, chunk.to_vec())?;
+            inserted += learnhub_db::db_insert_many!(conn, enrollments::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

@@ -2,7 +2,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{models::INSERT_CHUNK, schema::exercise_submissions};
 
@@ -70,7 +70,7 @@ impl Submission {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
             inserted +=
-                learnhub_kit::db_insert_many!(conn, exercise_submissions::table, chunk.to_vec())?;
+                learnhub_db::db_insert_many!(conn, exercise_submissions::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::{prelude::*, upsert::excluded};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{
     domain::EnrollmentStatus,
@@ -179,8 +179,7 @@ impl LessonProgress {
     pub async fn insert_many(conn: &mut DbConn, rows: &[NewLessonProgress]) -> QueryResult<usize> {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            inserted +=
-                learnhub_kit::db_insert_many!(conn, lesson_progress::table, chunk.to_vec())?;
+            inserted += learnhub_db::db_insert_many!(conn, lesson_progress::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

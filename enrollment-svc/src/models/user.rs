@@ -2,7 +2,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use learnhub_kit::{DbConn, db_run};
+use learnhub_db::{DbConn, db_run};
 
 use crate::{models::INSERT_CHUNK, schema::users};
 
@@ -75,7 +75,7 @@ impl User {
     pub async fn insert_many(conn: &mut DbConn, rows: &[NewUser]) -> QueryResult<usize> {
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            inserted += learnhub_kit::db_insert_many!(conn, users::table, chunk.to_vec())?;
+            inserted += learnhub_db::db_insert_many!(conn, users::table, chunk.to_vec())?;
         }
         Ok(inserted)
     }

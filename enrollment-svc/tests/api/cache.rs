@@ -2,7 +2,8 @@
 //! enrollments and their progress are served from the cache (no SQL), every change invalidates
 //! them (read-after-write holds), another learner's change does not, and a cache-svc that goes
 //! away only costs the cache.
-use learnhub_kit::{Backend, server::ServeError, shutdown::CancellationToken};
+use learnhub_db::Backend;
+use learnhub_kit::{server::ServeError, shutdown::CancellationToken};
 use learnhub_proto::enrollment::v1 as pb;
 use tokio::task::JoinHandle;
 

@@ -1,6 +1,6 @@
 //! GetDbStats / ResetDbStats over real gRPC: after a reset and a known sequence of calls, the
 //! statistics hold exactly those statements, per statement and per RPC.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     common::v1::{DbStats, GetDbStatsRequest, ResetDbStatsRequest},
     enrollment::v1 as pb,

@@ -1,6 +1,6 @@
 //! Enroll (idempotent, published courses only, under concurrency), listing with pagination and
 //! status filter, batch state for the catalog page, status transitions, dependency failures.
-use learnhub_kit::{Backend, Db, db_run};
+use learnhub_db::{Backend, Db, db_run};
 use learnhub_proto::enrollment::v1 as pb;
 use tonic::Code;
 

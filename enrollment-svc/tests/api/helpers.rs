@@ -3,9 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use enrollment_svc::{Application, Config};
-use learnhub_kit::{
-    Backend, Db, config::DbArgs, shutdown::CancellationToken, testing::TestDatabase,
-};
+use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
+use learnhub_kit::shutdown::CancellationToken;
 use learnhub_proto::{
     catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
     enrollment::v1::{self as pb, enrollment_service_client::EnrollmentServiceClient},

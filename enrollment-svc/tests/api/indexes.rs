@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use diesel::{QueryableByName, sql_types::Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use learnhub_kit::{Backend, DbConn};
+use learnhub_db::{Backend, DbConn};
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{

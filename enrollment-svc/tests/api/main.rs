@@ -6,7 +6,7 @@
 mod helpers;
 
 // `crate::on_both_backends!` in every module.
-use learnhub_kit::on_both_backends;
+use learnhub_db::on_both_backends;
 
 mod budgets;
 mod cache;

@@ -1,6 +1,6 @@
 //! Lesson progress: idempotent per lesson, un-completing, completion of the enrollment (also
 //! when the last lessons are completed concurrently), lessons of other courses, GetProgress.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::enrollment::v1 as pb;
 use tonic::Code;
 

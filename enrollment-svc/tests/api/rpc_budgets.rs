@@ -1,7 +1,7 @@
 //! Query budgets, as exact statement counts, for every enrollment RPC `budgets.rs` leaves out or
 //! bounds only from above: the writes (a transaction's BEGIN and COMMIT count as statements),
 //! first enrollments, progress and enrollment-state reads, and the refusals.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::{
     common::v1::{GetDbStatsRequest, ResetDbStatsRequest},
     enrollment::v1 as pb,

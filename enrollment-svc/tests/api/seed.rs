@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use enrollment_svc::{catalog_client::CatalogClient, seed};
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{helpers::spawn_app, on_both_backends};

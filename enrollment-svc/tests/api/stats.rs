@@ -6,7 +6,8 @@ use enrollment_svc::models::{
     exercise_submission::{NewSubmission, Submission},
     lesson_progress::{LessonProgress, NewLessonProgress},
 };
-use learnhub_kit::{Backend, time};
+use learnhub_db::Backend;
+use learnhub_kit::time;
 use learnhub_proto::enrollment::v1 as pb;
 use tonic::Code;
 

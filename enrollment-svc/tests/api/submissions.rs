@@ -1,6 +1,6 @@
 //! Exercise submissions: stored as sent, listed newest first (by id) with pagination and an
 //! exercise filter; size limit, score range, unknown exercise or user.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::enrollment::v1 as pb;
 use tonic::Code;
 

@@ -1,6 +1,6 @@
 //! Users: create, read by id and by email (case-insensitive), roles, duplicates, bad input;
 //! and the server's health and reflection.
-use learnhub_kit::Backend;
+use learnhub_db::Backend;
 use learnhub_proto::enrollment::v1 as pb;
 use tonic::Code;
 

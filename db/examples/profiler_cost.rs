@@ -33,10 +33,8 @@ use diesel::{
     sqlite::SqliteConnection,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use learnhub_kit::{
-    Backend, Db,
-    db::{DbOptions, SqliteConn},
-    db_run,
+use learnhub_db::{
+    Backend, Db, DbOptions, SqliteConn, db_run,
     profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope, profile_rpc},
     testing::TestDatabase,
 };
@@ -359,7 +357,7 @@ async fn end_to_end(backend: Backend, database: &TestDatabase, db: &Db, rounds: 
             (Samples::default(), Samples::default(), Samples::default());
         match backend {
             Backend::Sqlite => {
-                let path = learnhub_kit::db::sqlite_path(database.url()).unwrap();
+                let path = learnhub_db::sqlite_path(database.url()).unwrap();
                 let mut conn = SqliteConn::establish(&path).await.unwrap();
                 for _ in 0..rounds {
                     let started = Instant::now();
@@ -421,7 +419,7 @@ async fn main() {
         "  {:<48} {:>10} {:>10} {:>12} {:>10}",
         "", "median", "best", "in RPC: med", "best"
     );
-    let path = learnhub_kit::db::sqlite_path(sqlite_database.url()).unwrap();
+    let path = learnhub_db::sqlite_path(sqlite_database.url()).unwrap();
     for statement in [Statement::Point, Statement::Wide] {
         let statements = statement.count(n);
         let path = path.clone();

@@ -15,68 +15,15 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
-use crate::profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope};
+use crate::{
+    Backend, DbError,
+    profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope},
+};
 
 pub type PgConn = AsyncPgConnection;
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 type PgManager = AsyncDieselConnectionManager<PgConn>;
 type SqliteManager = AsyncDieselConnectionManager<SqliteConn>;
-
-/// Which database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl Backend {
-    pub fn from_url(url: &str) -> Result<Self, DbError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else if url.starts_with("sqlite://") {
-            Ok(Self::Sqlite)
-        } else {
-            Err(DbError::BadUrl(
-                "DATABASE_URL must start with postgres:// or sqlite://".into(),
-            ))
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("{0}")]
-    BadUrl(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("migrations failed: {0}")]
-    Migration(String),
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-}
-
-impl DbError {
-    /// True when the database could not be reached (as opposed to a query it refused).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            Self::Unavailable(_) => true,
-            Self::Query(err) => query_error_is_unavailable(err),
-            _ => false,
-        }
-    }
-}
-
-/// A connection lost mid-query is the database being away, not a bad query.
-pub fn query_error_is_unavailable(err: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    matches!(
-        err,
-        Error::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | Error::BrokenTransactionManager
-    )
-}
 
 /// How to open a pool.
 #[derive(Debug, Clone)]
@@ -117,12 +64,12 @@ pub enum DbConn {
 macro_rules! db_run {
     ($conn:ident => $body:expr) => {
         match $conn {
-            $crate::db::DbConn::Postgres($conn) => {
-                let $conn: &mut $crate::db::PgConn = &mut *$conn;
+            $crate::DbConn::Postgres($conn) => {
+                let $conn: &mut $crate::PgConn = &mut *$conn;
                 $body
             }
-            $crate::db::DbConn::Sqlite($conn) => {
-                let $conn: &mut $crate::db::SqliteConn = &mut *$conn;
+            $crate::DbConn::Sqlite($conn) => {
+                let $conn: &mut $crate::SqliteConn = &mut *$conn;
                 $body
             }
         }
@@ -137,13 +84,13 @@ macro_rules! db_insert_many {
     ($conn:ident, $table:expr, $rows:expr) => {{
         let rows = $rows;
         match $conn {
-            $crate::db::DbConn::Postgres(conn) => {
-                let conn: &mut $crate::db::PgConn = &mut *conn;
+            $crate::DbConn::Postgres(conn) => {
+                let conn: &mut $crate::PgConn = &mut *conn;
                 diesel_async::RunQueryDsl::execute(diesel::insert_into($table).values(&rows), conn)
                     .await
             }
-            $crate::db::DbConn::Sqlite(conn) => {
-                let conn: &mut $crate::db::SqliteConn = &mut *conn;
+            $crate::DbConn::Sqlite(conn) => {
+                let conn: &mut $crate::SqliteConn = &mut *conn;
                 conn.spawn_blocking(move |conn| {
                     diesel::RunQueryDsl::execute(diesel::insert_into($table).values(&rows), conn)
                 })

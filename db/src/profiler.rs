@@ -22,7 +22,7 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 use hdrhistogram::Histogram;
 use learnhub_proto::common::v1 as pb;
 
-use crate::db::Backend;
+use crate::Backend;
 
 tokio::task_local! {
     static CURRENT_RPC: Arc<RpcScope>;
