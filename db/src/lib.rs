@@ -8,6 +8,7 @@ mod database;
 mod error;
 pub mod profiler;
 mod rpc_layer;
+mod seed_rng;
 pub mod testing;
 mod text_enum;
 
@@ -22,6 +23,7 @@ pub use error::{
 };
 pub use profiler::QueryProfiler;
 pub use rpc_layer::{ProfileLayer, profiled};
+pub use seed_rng::SplitMix64;
 
 // The macros name these through `$crate`.
 #[doc(hidden)]
