@@ -10,16 +10,14 @@ use std::{
     time::Duration,
 };
 
+use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::cache::v1::{
     DeleteRequest, GetRequest, InvalidatePatternRequest, SetRequest,
     cache_service_client::CacheServiceClient,
 };
 use prost::Message;
 use tokio::sync::watch;
-use tonic::{
-    Request,
-    transport::{Channel, Endpoint},
-};
+use tonic::Request;
 
 use crate::{CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker};
 
@@ -72,7 +70,7 @@ enum Pending {
 }
 
 struct Inner {
-    client: CacheServiceClient<Channel>,
+    client: CacheServiceClient<ServiceChannel>,
     options: CacheClientOptions,
     breaker: Breaker,
     flights: Mutex<HashMap<String, FlightResult>>,
@@ -98,25 +96,35 @@ impl std::fmt::Debug for CacheClient {
 
 impl CacheClient {
     /// A client for `addr` (`host:port` or `http://host:port`) that connects on first use, so a
-    /// service starts even when cache-svc is not up yet. Only a malformed address fails.
+    /// service starts even when cache-svc is not up yet. Only a malformed address fails. The
+    /// channel comes from the kit's one client constructor (balancing, trace context, deadline).
     pub fn connect_lazy(addr: &str, options: CacheClientOptions) -> Result<Self, CacheError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
+        Self::connect(addr, options, &client::Resolver::default())
+    }
+
+    /// [`CacheClient::connect_lazy`] with host names resolved by `resolver`.
+    pub fn connect(
+        addr: &str,
+        options: CacheClientOptions,
+        resolver: &client::Resolver,
+    ) -> Result<Self, CacheError> {
+        let channel_options = ClientOptions {
+            // The channel's bound is the longest call this client makes; each call asks for its
+            // own (shorter) deadline.
+            timeout: options.call_timeout.max(options.invalidate_timeout),
+            resolver: resolver.clone(),
         };
-        let endpoint = Endpoint::from_shared(uri).map_err(|err| CacheError::InvalidAddress {
-            addr: addr.to_owned(),
-            reason: err.to_string(),
-        })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = client::connect("cache-svc", "--cache-addr", addr, &channel_options)
+            .map_err(|err| CacheError::InvalidAddress {
+                addr: addr.to_owned(),
+                reason: err.reason,
+            })?;
         Ok(Self::from_channel(channel, options))
     }
 
-    pub fn from_channel(channel: Channel, options: CacheClientOptions) -> Self {
+    /// A client on a channel made by `learnhub_kit::client::connect` (the gateway shares one
+    /// channel between its cache admin calls and its page cache).
+    pub fn from_channel(channel: ServiceChannel, options: CacheClientOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client: CacheServiceClient::new(channel),

@@ -25,6 +25,6 @@ mod error;
 mod key;
 
 pub use client::{CacheClient, ClientCounters, get_or_load};
-pub use config::{CacheClientArgs, CacheClientOptions};
+pub use config::CacheClientOptions;
 pub use error::CacheError;
 pub use key::{CacheKey, CachePattern};

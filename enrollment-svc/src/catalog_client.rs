@@ -3,8 +3,9 @@
 //! `Error::Unavailable`, never a hung request.
 use std::time::Duration;
 
+use learnhub_kit::client::{self, BadAddress, ClientOptions, ServiceChannel};
 use learnhub_proto::catalog::v1::{self as pb, catalog_service_client::CatalogServiceClient};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
 
@@ -13,8 +14,7 @@ const COURSE_PAGE: i32 = 100;
 
 #[derive(Clone)]
 pub struct CatalogClient {
-    client: CatalogServiceClient<Channel>,
-    timeout: Duration,
+    client: CatalogServiceClient<ServiceChannel>,
 }
 
 /// A course as enrollment cares about it.
@@ -28,32 +28,19 @@ pub struct CourseOutline {
 
 impl CatalogClient {
     /// A client that connects on first use (and reconnects by itself), so enrollment-svc starts
-    /// while catalog-svc is still starting. A malformed address fails here.
-    pub fn connect_lazy(addr: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())?
-            .connect_timeout(timeout)
-            .connect_lazy();
-        Ok(Self {
-            client: CatalogServiceClient::new(channel),
-            timeout,
-        })
+    /// while catalog-svc is still starting; every call is bounded by `timeout`. A malformed
+    /// address fails here.
+    pub fn connect_lazy(addr: &str, timeout: Duration) -> Result<Self, BadAddress> {
+        Self::connect(addr, &ClientOptions::new(timeout))
     }
 
-    /// Runs one call under the deadline. (A balanced or unreachable channel can wait forever
-    /// without it, and a tonic timeout surfaces as `Cancelled`.)
-    async fn call<T>(
-        &self,
-        rpc: &'static str,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, Status> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::unavailable(format!(
-                "catalog-svc {rpc} did not answer within {:?}",
-                self.timeout
-            ))),
-        }
+    /// A client built by the kit's one constructor: balanced over every address the host name
+    /// resolves to, trace context and a deadline on every call.
+    pub fn connect(addr: &str, options: &ClientOptions) -> Result<Self, BadAddress> {
+        let channel = client::connect("catalog-svc", "--catalog-addr", addr, options)?;
+        Ok(Self {
+            client: CatalogServiceClient::new(channel),
+        })
     }
 
     /// The course's status and lessons (GetCourse: one call); `None` when there is no such course.
@@ -62,7 +49,11 @@ impl CatalogClient {
         let request = pb::GetCourseRequest {
             key: Some(pb::get_course_request::Key::Id(id)),
         };
-        match self.call("GetCourse", client.get_course(request)).await {
+        match client
+            .get_course(request)
+            .await
+            .map(tonic::Response::into_inner)
+        {
             Ok(found) => {
                 let course = found.course.ok_or_else(|| {
                     Error::Internal("catalog-svc GetCourse answered without a course".into())
@@ -83,9 +74,10 @@ impl CatalogClient {
     pub async fn course_published(&self, id: i64) -> Result<Option<bool>> {
         let mut client = self.client.clone();
         let request = pb::BatchGetCoursesRequest { ids: vec![id] };
-        let found = self
-            .call("BatchGetCourses", client.batch_get_courses(request))
+        let found = client
+            .batch_get_courses(request)
             .await
+            .map(tonic::Response::into_inner)
             .map_err(|status| failed("BatchGetCourses", status))?;
         Ok(found
             .courses
@@ -98,9 +90,10 @@ impl CatalogClient {
     pub async fn lessons(&self, ids: &[i64]) -> Result<Vec<pb::Lesson>> {
         let mut client = self.client.clone();
         let request = pb::BatchGetLessonsRequest { ids: ids.to_vec() };
-        Ok(self
-            .call("BatchGetLessons", client.batch_get_lessons(request))
+        Ok(client
+            .batch_get_lessons(request)
             .await
+            .map(tonic::Response::into_inner)
             .map_err(|status| failed("BatchGetLessons", status))?
             .lessons)
     }
@@ -108,12 +101,10 @@ impl CatalogClient {
     /// Whether the exercise exists (GetExercise).
     pub async fn exercise_exists(&self, id: i64) -> Result<bool> {
         let mut client = self.client.clone();
-        match self
-            .call(
-                "GetExercise",
-                client.get_exercise(pb::GetExerciseRequest { id }),
-            )
+        match client
+            .get_exercise(pb::GetExerciseRequest { id })
             .await
+            .map(tonic::Response::into_inner)
         {
             Ok(_) => Ok(true),
             Err(status) if status.code() == Code::NotFound => Ok(false),
@@ -133,9 +124,10 @@ impl CatalogClient {
                 page_token,
                 ..Default::default()
             };
-            let page = self
-                .call("ListCourses", client.list_courses(request))
+            let page = client
+                .list_courses(request)
                 .await
+                .map(tonic::Response::into_inner)
                 .map_err(|status| failed("ListCourses", status))?;
             ids.extend(page.courses.iter().map(|c| c.id));
             if page.next_page_token.is_empty() {
@@ -149,9 +141,10 @@ impl CatalogClient {
     pub async fn exercise_ids(&self, lesson_id: i64) -> Result<Vec<i64>> {
         let mut client = self.client.clone();
         let request = pb::ListExercisesRequest { lesson_id };
-        Ok(self
-            .call("ListExercises", client.list_exercises(request))
+        Ok(client
+            .list_exercises(request)
             .await
+            .map(tonic::Response::into_inner)
             .map_err(|status| failed("ListExercises", status))?
             .exercises
             .iter()

@@ -1,19 +1,24 @@
 //! learnhub's front door: gRPC (`learnhub.gateway.v1.GatewayService`), gRPC-Web and REST/JSON
 //! on one port, in front of catalog-svc (and enrollment-svc and cache-svc when configured).
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
-pub mod catalog;
-pub mod error;
-pub mod grpc;
-pub mod learner;
-pub mod rest;
-pub mod state;
-pub mod upstream;
+pub(crate) mod catalog;
+pub(crate) mod error;
+pub(crate) mod grpc;
+pub(crate) mod learner;
+pub(crate) mod rest;
+pub(crate) mod state;
+pub(crate) mod upstream;
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use learnhub_kit::{server::ServeError, server::bind, server::serve, shutdown::CancellationToken};
+use learnhub_kit::{
+    client::ClientOptions,
+    server::{ServeError, bind, serve},
+    shutdown::CancellationToken,
+};
 use learnhub_proto::gateway::v1::gateway_service_server::SERVICE_NAME;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tower::Layer;
@@ -21,7 +26,7 @@ use tower::Layer;
 pub use crate::{error::Error, grpc::GatewayGrpc, state::Gateway};
 
 /// Gateway configuration; every flag also reads its environment variable.
-#[derive(Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to serve gRPC, gRPC-Web and REST on.
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -36,25 +41,16 @@ pub struct Config {
     #[arg(long, env = "CACHE_ADDR")]
     pub cache_addr: Option<String>,
     /// HS256 secret that signs caller tokens. Never logged.
-    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
-    pub auth_jwt_secret: String,
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub auth_jwt_secret: SecretString,
     /// How long one upstream call may take before the caller gets UNAVAILABLE (milliseconds).
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 2000)]
     pub upstream_timeout_ms: u64,
 }
 
-// By hand, so the secret cannot reach a log through `{:?}`.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("catalog_addr", &self.catalog_addr)
-            .field("enrollment_addr", &self.enrollment_addr)
-            .field("cache_addr", &self.cache_addr)
-            .field("auth_jwt_secret", &"<redacted>")
-            .field("upstream_timeout_ms", &self.upstream_timeout_ms)
-            .finish()
-    }
+/// A secret from a flag or the environment; its `Debug` is `[REDACTED]`, so it cannot reach a log.
+fn secret(text: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(text))
 }
 
 /// A gateway bound to its port, ready to serve.
@@ -78,13 +74,15 @@ impl Application {
             &config.catalog_addr,
             config.enrollment_addr.as_deref(),
             config.cache_addr.as_deref(),
-            Duration::from_millis(config.upstream_timeout_ms),
+            &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms)),
         )?;
         let gateway = Arc::new(Gateway::new(
             upstreams,
-            auth::TokenVerifier::new(&config.auth_jwt_secret).map_err(|_| Error::Config {
-                flag: "--auth-jwt-secret",
-                reason: "must not be empty".into(),
+            auth::TokenVerifier::new(config.auth_jwt_secret.expose_secret()).map_err(|_| {
+                Error::Config {
+                    flag: "--auth-jwt-secret",
+                    reason: "must not be empty".into(),
+                }
             })?,
         ));
         let listener = bind(&config.listen).await?;

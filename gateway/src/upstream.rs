@@ -2,12 +2,12 @@
 use std::{future::Future, time::Duration};
 
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::{
     cache::v1::cache_service_client::CacheServiceClient,
     catalog::v1::catalog_service_client::CatalogServiceClient,
     enrollment::v1::enrollment_service_client::EnrollmentServiceClient,
 };
-use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -20,12 +20,18 @@ pub const CATALOG: &str = "catalog-svc";
 pub const ENROLLMENT: &str = "enrollment-svc";
 pub const CACHE: &str = "cache-svc";
 
+// The gRPC services whose health `/readyz` checks, as the generated code names them.
+const CATALOG_SERVICE: &str = learnhub_proto::catalog::v1::catalog_service_server::SERVICE_NAME;
+const ENROLLMENT_SERVICE: &str =
+    learnhub_proto::enrollment::v1::enrollment_service_server::SERVICE_NAME;
+const CACHE_SERVICE: &str = learnhub_proto::cache::v1::cache_service_server::SERVICE_NAME;
+
 /// One upstream: its name, the gRPC service its health is checked for, and its channel.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: &'static str,
     health_service: &'static str,
-    channel: Channel,
+    channel: ServiceChannel,
 }
 
 /// Clients for every upstream. Channels connect lazily, so the gateway starts (and answers
@@ -53,26 +59,21 @@ pub struct Readiness {
 }
 
 impl Upstreams {
-    /// Lazy channels to the configured addresses (`http://host:port`; a bare `host:port` gets `http://`).
+    /// Lazy channels to the configured addresses (`http://host:port` or `host:port`; an empty
+    /// optional address counts as unset), each built by the kit's one client constructor.
     pub fn connect_lazy(
         catalog: &str,
         enrollment: Option<&str>,
         cache: Option<&str>,
-        timeout: Duration,
+        options: &ClientOptions,
     ) -> Result<Self, Error> {
         let upstream = |flag: &'static str,
                         name: &'static str,
                         health_service: &'static str,
                         addr: &str|
          -> Result<Upstream, Error> {
-            let uri = if addr.contains("://") {
-                addr.to_owned()
-            } else {
-                format!("http://{addr}")
-            };
-            // Host names are re-resolved and balanced over every pod (headless Services).
             let channel =
-                learnhub_kit::client::channel(flag, &uri).map_err(|err| Error::Config {
+                client::connect(name, flag, addr, options).map_err(|err| Error::Config {
                     flag,
                     reason: err.reason,
                 })?;
@@ -82,50 +83,29 @@ impl Upstreams {
                 channel,
             })
         };
-        let cache = cache
-            .filter(|addr| !addr.trim().is_empty())
-            .map(|addr| {
-                upstream(
-                    "--cache-addr",
-                    CACHE,
-                    "learnhub.cache.v1.CacheService",
-                    addr,
-                )
-            })
+        let cache = client::configured(cache)
+            .map(|addr| upstream("--cache-addr", CACHE, CACHE_SERVICE, addr))
             .transpose()?;
         let page_cache = cache
             .as_ref()
             .map(|up| CacheClient::from_channel(up.channel.clone(), CacheClientOptions::default()));
         Ok(Self {
-            catalog: upstream(
-                "--catalog-addr",
-                CATALOG,
-                "learnhub.catalog.v1.CatalogService",
-                catalog,
-            )?,
-            enrollment: enrollment
-                .filter(|addr| !addr.trim().is_empty())
-                .map(|addr| {
-                    upstream(
-                        "--enrollment-addr",
-                        ENROLLMENT,
-                        "learnhub.enrollment.v1.EnrollmentService",
-                        addr,
-                    )
-                })
+            catalog: upstream("--catalog-addr", CATALOG, CATALOG_SERVICE, catalog)?,
+            enrollment: client::configured(enrollment)
+                .map(|addr| upstream("--enrollment-addr", ENROLLMENT, ENROLLMENT_SERVICE, addr))
                 .transpose()?,
             cache,
             page_cache,
-            timeout,
+            timeout: options.timeout,
         })
     }
 
-    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+    pub fn catalog(&self) -> CatalogServiceClient<ServiceChannel> {
         CatalogServiceClient::new(self.catalog.channel.clone())
     }
 
     /// The enrollment client, or UNAVAILABLE when enrollment-svc is not configured.
-    pub fn enrollment(&self) -> Result<EnrollmentServiceClient<Channel>, Error> {
+    pub fn enrollment(&self) -> Result<EnrollmentServiceClient<ServiceChannel>, Error> {
         self.enrollment
             .as_ref()
             .map(|up| EnrollmentServiceClient::new(up.channel.clone()))
@@ -137,7 +117,7 @@ impl Upstreams {
     }
 
     /// The cache client, or UNAVAILABLE when cache-svc is not configured.
-    pub fn cache(&self) -> Result<CacheServiceClient<Channel>, Error> {
+    pub fn cache(&self) -> Result<CacheServiceClient<ServiceChannel>, Error> {
         self.cache
             .as_ref()
             .map(|up| CacheServiceClient::new(up.channel.clone()))
@@ -149,26 +129,32 @@ impl Upstreams {
         self.page_cache.as_ref()
     }
 
-    /// A request carrying our deadline as `grpc-timeout`, so the upstream can stop working on a
-    /// call nobody waits for any more.
+    /// A request for an upstream (its channel adds the deadline and the trace context).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
-        // One trace from the caller through every service it reaches.
-        learnhub_kit::telemetry::inject_trace_context(request.metadata_mut());
         request
     }
 
-    /// Awaits one upstream call within the timeout. A channel that cannot connect could otherwise
-    /// wait much longer than the caller should.
+    /// Awaits one upstream call. Its channel bounds it by the upstream timeout; a call that ran
+    /// out of it (DEADLINE_EXCEEDED: the deadline travels with the call, so an upstream's own
+    /// DEADLINE_EXCEEDED is ours too) is `Error::Timeout`.
     pub async fn call<T, F>(&self, service: &'static str, call: F) -> Result<T, Error>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         // Failures are logged here, inside the handler's span; the caller sees only the status.
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => {
+        match call.await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == Code::DeadlineExceeded => {
+                let timeout_ms = self.timeout.as_millis();
+                tracing::warn!(service, timeout_ms, "upstream timed out");
+                Err(Error::Timeout {
+                    service,
+                    timeout_ms,
+                })
+            }
+            Err(status) => {
                 let code = status.code();
                 if matches!(code, Code::Unavailable | Code::Cancelled) {
                     tracing::warn!(
@@ -186,14 +172,6 @@ impl Upstreams {
                     );
                 }
                 Err(Error::Upstream { service, status })
-            }
-            Err(_) => {
-                let timeout_ms = self.timeout.as_millis();
-                tracing::warn!(service, timeout_ms, "upstream timed out");
-                Err(Error::Timeout {
-                    service,
-                    timeout_ms,
-                })
             }
         }
     }

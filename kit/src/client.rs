@@ -1,10 +1,31 @@
-//! Channels to other learnhub services. On Kubernetes the back ends sit behind headless
-//! Services; HTTP/2 would pin every call to the one pod a ClusterIP picked, so a host name is
-//! re-resolved periodically and calls are balanced over every address it returns (tonic has no
-//! resolver of its own, hence this small loop).
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+//! The one way a learnhub service calls another: [`connect`] builds every service-to-service
+//! channel (gateway → catalog-svc / enrollment-svc, enrollment-svc → catalog-svc, every service
+//! → cache-svc), so no caller can forget one of its three duties:
+//!
+//! - **balancing**: on Kubernetes the back ends sit behind headless Services; HTTP/2 would pin
+//!   every call to the one pod a ClusterIP picked, so a host name is re-resolved periodically and
+//!   calls are balanced over every address it returns (tonic has no resolver of its own, hence
+//!   this small loop);
+//! - **trace context**: the W3C `traceparent` of the caller's span goes out with every call, so
+//!   one request is one trace across the services;
+//! - **a deadline per call**: every call carries `grpc-timeout` (the caller's own, when it set a
+//!   shorter one) and is abandoned with `DEADLINE_EXCEEDED` when it passes, even while the
+//!   channel is still connecting or has no endpoint at all.
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use tonic::transport::{Channel, Endpoint, Uri, channel::Change};
+use futures::future::BoxFuture;
+use tonic::{
+    body::Body,
+    transport::{Channel, Endpoint, Uri, channel::Change},
+};
+use tower::{Service, ServiceExt};
 
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
@@ -17,16 +38,89 @@ pub struct BadAddress {
     pub reason: String,
 }
 
-/// A lazily connecting channel to `addr` (`http://host:port`), so a service starts before its
-/// dependencies. An IP literal gets one endpoint; a host name is balanced over its addresses.
-/// `flag` names the setting in errors (e.g. `CATALOG_ADDR`).
-pub fn channel(flag: &'static str, addr: &str) -> Result<Channel, BadAddress> {
+type ResolveFn =
+    dyn Fn(String, u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync;
+
+/// How host names become addresses: the system's resolver (DNS, /etc/hosts) unless told
+/// otherwise. [`Resolver::fixed`] serves a static table (tests, or static replicas).
+#[derive(Clone, Default)]
+pub struct Resolver(Option<Arc<ResolveFn>>);
+
+impl Resolver {
+    /// Each name in `table` resolves to its addresses (with their own ports); any other name to
+    /// nothing.
+    pub fn fixed(table: HashMap<String, Vec<SocketAddr>>) -> Self {
+        let table = Arc::new(table);
+        Self(Some(Arc::new(move |host: String, _port| {
+            let found = table.get(&host).cloned().unwrap_or_default();
+            Box::pin(async move { Ok(found) })
+        })))
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        match &self.0 {
+            Some(resolve) => resolve(host.to_owned(), port).await,
+            None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
+        }
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "Resolver(fixed)",
+            None => "Resolver(system)",
+        })
+    }
+}
+
+/// What every channel to another service needs besides its address.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The longest any one call may take (a caller may ask for less with
+    /// `tonic::Request::set_timeout`).
+    pub timeout: Duration,
+    pub resolver: Resolver,
+}
+
+impl ClientOptions {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            resolver: Resolver::default(),
+        }
+    }
+}
+
+/// `value` unless it is absent or blank: the one rule for optional address settings (an empty
+/// `CACHE_ADDR` means "no cache" in every service).
+pub fn configured(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|value| !value.is_empty())
+}
+
+/// A channel to the service at `addr` (`http://host:port`, or a bare `host:port`) that connects
+/// lazily, so a service starts before its dependencies. An IP literal gets one endpoint; a host
+/// name is resolved every few seconds and balanced over all its addresses. `service` names the
+/// callee in errors and logs (`catalog-svc`); `flag` names the setting in errors
+/// (`--catalog-addr`). Call inside a tokio runtime.
+pub fn connect(
+    service: &'static str,
+    flag: &'static str,
+    addr: &str,
+    options: &ClientOptions,
+) -> Result<ServiceChannel, BadAddress> {
     let bad = |reason: String| BadAddress { flag, reason };
-    let uri: Uri = addr
+    let addr = addr.trim();
+    let with_scheme = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let uri: Uri = with_scheme
         .parse()
-        .map_err(|err| bad(format!("{addr:?} is not a URI: {err}")))?;
+        .map_err(|err| bad(format!("{addr:?} is not an address: {err}")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(bad(format!("{addr:?} must start with http://")));
+        return Err(bad(format!("{addr:?} must be http://host:port")));
     }
     let host = uri
         .host()
@@ -36,18 +130,32 @@ pub fn channel(flag: &'static str, addr: &str) -> Result<Channel, BadAddress> {
     let port = uri
         .port_u16()
         .ok_or_else(|| bad(format!("{addr:?} has no port")))?;
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(endpoint(&uri.to_string())
-            .map_err(|err| bad(err.to_string()))?
-            .connect_lazy());
-    }
+    let channel = if host.parse::<std::net::IpAddr>().is_ok() {
+        endpoint(&format!(
+            "http://{}",
+            uri.authority().map_or("", |a| a.as_str())
+        ))
+        .map_err(|err| bad(err.to_string()))?
+        .connect_lazy()
+    } else {
+        balanced(service, host, port, options.resolver.clone())
+    };
+    Ok(ServiceChannel {
+        inner: channel,
+        service,
+        timeout: options.timeout,
+    })
+}
+
+/// A channel balanced over every address `host` resolves to, kept current in the background.
+fn balanced(service: &'static str, host: String, port: u16, resolver: Resolver) -> Channel {
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     tokio::spawn(async move {
         let mut known: HashSet<SocketAddr> = HashSet::new();
         loop {
-            match tokio::net::lookup_host((host.as_str(), port)).await {
+            match resolver.resolve(&host, port).await {
                 Ok(found) => {
-                    let found: HashSet<SocketAddr> = found.collect();
+                    let found: HashSet<SocketAddr> = found.into_iter().collect();
                     for gone in known.difference(&found) {
                         if changes.send(Change::Remove(*gone)).await.is_err() {
                             return;
@@ -64,7 +172,9 @@ pub fn channel(flag: &'static str, addr: &str) -> Result<Channel, BadAddress> {
                     known = found;
                 }
                 // Keep the last known addresses: a DNS hiccup must not empty the pool.
-                Err(err) => tracing::warn!(%host, %err, "cannot resolve; keeping known addresses"),
+                Err(err) => {
+                    tracing::warn!(service, %host, %err, "cannot resolve; keeping known addresses");
+                }
             }
             if changes.is_closed() {
                 return;
@@ -72,7 +182,7 @@ pub fn channel(flag: &'static str, addr: &str) -> Result<Channel, BadAddress> {
             tokio::time::sleep(RESOLVE_EVERY).await;
         }
     });
-    Ok(channel)
+    channel
 }
 
 fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -83,21 +193,192 @@ fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_while_idle(true))
 }
 
+/// A channel to one learnhub service, made by [`connect`]: give it to a generated client
+/// (`CatalogServiceClient::new(channel)`). Clones share the connections.
+#[derive(Clone)]
+pub struct ServiceChannel {
+    inner: Channel,
+    service: &'static str,
+    timeout: Duration,
+}
+
+impl fmt::Debug for ServiceChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceChannel")
+            .field("service", &self.service)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ServiceChannel {
+    /// The service this channel calls.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The longest a call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl Service<http::Request<Body>> for ServiceChannel {
+    type Response = http::Response<Body>;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    /// Always ready: waiting for the channel happens inside the call, under its deadline (a
+    /// balanced channel with no endpoint would otherwise wait forever).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        crate::telemetry::inject_trace_headers(request.headers_mut());
+        let timeout = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
+            .map_or(self.timeout, |asked| asked.min(self.timeout));
+        if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(timeout)) {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
+        let channel = self.inner.clone();
+        let service = self.service;
+        Box::pin(async move {
+            let call = async move { channel.oneshot(request).await.map_err(Into::into) };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                // tonic turns a boxed Status back into that status.
+                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                    "{service} did not answer within {} ms",
+                    timeout.as_millis()
+                ))) as tower::BoxError),
+            }
+        })
+    }
+}
+
+/// `grpc-timeout` as the gRPC spec writes it: at most 8 digits and a unit.
+fn format_grpc_timeout(timeout: Duration) -> String {
+    let millis = timeout.as_millis();
+    if millis < 100_000_000 {
+        format!("{}m", millis.max(1))
+    } else {
+        format!("{}S", timeout.as_secs().min(99_999_999))
+    }
+}
+
+fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(amount * 3600),
+        b"M" => Duration::from_secs(amount * 60),
+        b"S" => Duration::from_secs(amount),
+        b"m" => Duration::from_millis(amount),
+        b"u" => Duration::from_micros(amount),
+        b"n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn refuses_what_is_not_an_http_address() {
+        let options = ClientOptions::new(Duration::from_secs(1));
         for bad in [
-            "127.0.0.1:50051",
             "https://catalog:443",
             "http://catalog",
+            "catalog",
             "not a uri",
+            "",
         ] {
-            assert!(channel("CATALOG_ADDR", bad).is_err(), "{bad}");
+            assert!(
+                connect("catalog-svc", "--catalog-addr", bad, &options).is_err(),
+                "{bad}"
+            );
         }
-        assert!(channel("CATALOG_ADDR", "http://127.0.0.1:50051").is_ok());
-        assert!(channel("CATALOG_ADDR", "http://localhost:50051").is_ok());
+        for good in [
+            "http://127.0.0.1:50051",
+            "127.0.0.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            assert!(
+                connect("catalog-svc", "--catalog-addr", good, &options).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_address_is_no_address() {
+        assert_eq!(configured(None), None);
+        assert_eq!(configured(Some("")), None);
+        assert_eq!(configured(Some("  ")), None);
+        assert_eq!(configured(Some(" http://c:1 ")), Some("http://c:1"));
+    }
+
+    #[test]
+    fn grpc_timeouts_round_trip() {
+        for (text, duration) in [
+            ("250m", Duration::from_millis(250)),
+            ("3S", Duration::from_secs(3)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("1500u", Duration::from_micros(1500)),
+            ("7n", Duration::from_nanos(7)),
+        ] {
+            assert_eq!(
+                parse_grpc_timeout(text.as_bytes()),
+                Some(duration),
+                "{text}"
+            );
+        }
+        for bad in ["", "m", "123456789m", "10x", "-1m", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(format_grpc_timeout(Duration::from_millis(2000)), "2000m");
+        assert_eq!(format_grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(
+            parse_grpc_timeout(format_grpc_timeout(Duration::from_secs(200_000)).as_bytes()),
+            Some(Duration::from_secs(200_000))
+        );
+    }
+
+    /// A call to an address where nothing listens ends at the deadline, as DEADLINE_EXCEEDED
+    /// or UNAVAILABLE, never hanging.
+    #[tokio::test]
+    async fn a_call_that_cannot_connect_ends_by_its_deadline() {
+        let options = ClientOptions::new(Duration::from_millis(200));
+        // A name that resolves to nothing: the balanced channel has no endpoint at all.
+        let resolver = Resolver::fixed(HashMap::new());
+        let channel = connect(
+            "nothing-svc",
+            "--nothing-addr",
+            "http://nowhere.test:1",
+            &ClientOptions {
+                resolver,
+                ..options
+            },
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let started = std::time::Instant::now();
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .err()
+            .map(|status| status.code());
+        assert_eq!(status, Some(tonic::Code::DeadlineExceeded));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -141,27 +141,13 @@ pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     span
 }
 
-/// Adds the current span's trace context to an outgoing gRPC request.
-pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+/// Adds the current span's trace context to an outgoing request's headers (what
+/// [`crate::client::ServiceChannel`] does for every call).
+pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
     let context = tracing::Span::current().context();
     global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
-}
-
-/// A tonic client interceptor that propagates trace context:
-/// `CatalogServiceClient::with_interceptor(channel, TracePropagation)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracePropagation;
-
-impl tonic::service::Interceptor for TracePropagation {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        inject_trace_context(request.metadata_mut());
-        Ok(request)
-    }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -176,13 +162,13 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
-impl Injector for MetadataInjector<'_> {
+impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value.as_str()),
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
         ) {
             self.0.insert(key, value);
         }

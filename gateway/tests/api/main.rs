@@ -134,7 +134,7 @@ async fn config_debug_hides_the_secret() {
     };
     assert!(!format!("{config:?}").contains("super-secret-value"));
     let empty = gateway::Config {
-        auth_jwt_secret: String::new(),
+        auth_jwt_secret: String::new().into(),
         ..config.clone()
     };
     assert!(gateway::Application::build(&empty).await.is_err());
