@@ -1,24 +1,29 @@
 //! Catalog operations on validated input: each is a few queries, with the statement count the
-//! contract promises (GetCourse ≤ 2, ListCourses 1, GetCatalogSummary ≤ 3, BatchGetCourses 1).
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+//! contract promises (GetCourse ≤ 2, ListCourses 1, GetCatalogSummary ≤ 3, BatchGetCourses 1),
+//! read through the cache where `cache` says so and invalidating it after each committed write.
+use diesel::result::Error as DieselError;
 use learnhub_db::{Db, DbConn};
 use learnhub_kit::time;
+use learnhub_proto::catalog::v1 as pb;
 
 use crate::{
+    cache::{CatalogCache, Entry},
+    convert,
     domain::{CourseLevel, CourseStatus, CourseType},
-    error::{Error, Result, is_unique_violation},
+    error::{Error, Result, is_foreign_key_violation, is_unique_violation},
     models::{
-        category::{Category, CategoryCount, Census, NewCategory},
+        category::{Category, CategoryCount, NewCategory},
         course::{Course, CourseChanges, CourseFilter, CourseRow, NewCourse},
         exercise::{Exercise, ExerciseChanges, NewExercise},
         lesson::{Lesson, LessonChanges},
     },
 };
 
-/// The catalog over one database.
+/// The catalog over one database, with its cache (disabled unless given one).
 #[derive(Clone)]
 pub struct Catalog {
     db: Db,
+    cache: CatalogCache,
 }
 
 /// A page of courses and the id to continue after, if there is more.
@@ -26,6 +31,22 @@ pub struct Catalog {
 pub struct CoursePage {
     pub courses: Vec<Course>,
     pub next_after: Option<i64>,
+}
+
+/// One page of a filtered course list: the courses after `after` (in id order), `page_size` of
+/// them at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CourseQuery {
+    pub filter: CourseFilter,
+    pub after: Option<i64>,
+    pub page_size: i64,
+}
+
+/// A new category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryDraft {
+    pub slug: String,
+    pub name: String,
 }
 
 /// Fields of a new course.
@@ -43,6 +64,7 @@ pub struct CourseDraft {
 /// Fields of a course update; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct CourseUpdate {
+    pub id: i64,
     pub slug: Option<String>,
     pub title: Option<String>,
     pub summary: Option<String>,
@@ -52,9 +74,54 @@ pub struct CourseUpdate {
     pub is_featured: Option<bool>,
 }
 
+/// A new lesson; without a position it goes after the course's last lesson.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LessonDraft {
+    pub course_id: i64,
+    pub position: Option<i32>,
+    pub title: String,
+    pub body: String,
+}
+
+/// Fields of a lesson update; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LessonUpdate {
+    pub id: i64,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub position: Option<i32>,
+}
+
+/// A new exercise of a lesson.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExerciseDraft {
+    pub lesson_id: i64,
+    pub title: String,
+    pub prompt: String,
+    pub starter_code: String,
+}
+
+/// Fields of an exercise update; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExerciseUpdate {
+    pub id: i64,
+    pub title: Option<String>,
+    pub prompt: Option<String>,
+    pub starter_code: Option<String>,
+}
+
 impl Catalog {
+    /// The catalog without a cache: every read goes to the database.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            cache: CatalogCache::default(),
+        }
+    }
+
+    /// The same catalog reading through `cache`.
+    pub fn with_cache(self, cache: CatalogCache) -> Self {
+        Self { cache, ..self }
     }
 
     pub fn db(&self) -> &Db {
@@ -65,8 +132,25 @@ impl Catalog {
         Ok(self.db.conn().await?)
     }
 
+    /// One statement; first pages are cached.
+    pub async fn list_courses(&self, query: &CourseQuery) -> Result<pb::ListCoursesResponse> {
+        let load = async {
+            let page = self
+                .course_page(&query.filter, query.after, query.page_size)
+                .await?;
+            Ok(convert::course_page(&page))
+        };
+        match query.after {
+            None => {
+                let entry = Entry::first_page(&query.filter, query.page_size);
+                self.cache.cached(entry, load).await
+            }
+            Some(_) => load.await,
+        }
+    }
+
     /// One statement: asks for one row more than the page to know whether another page follows.
-    pub async fn list_courses(
+    async fn course_page(
         &self,
         filter: &CourseFilter,
         after: Option<i64>,
@@ -86,16 +170,20 @@ impl Catalog {
         })
     }
 
-    /// The course and its lessons in position order: two statements.
-    pub async fn get_course(&self, key: &CourseKey) -> Result<(Course, Vec<Lesson>)> {
-        let mut conn = self.conn().await?;
-        let course = match key {
-            CourseKey::Id(id) => CourseRow::find(&mut conn, *id).await?,
-            CourseKey::Slug(slug) => CourseRow::find_by_slug(&mut conn, slug).await?,
-        }
-        .ok_or_else(|| Error::NotFound(key.to_string()))?;
-        let lessons = Lesson::for_course(&mut conn, course.row.id).await?;
-        Ok((course, lessons))
+    /// The course and its lessons in position order: two statements (none on a cache hit).
+    pub async fn get_course(&self, key: &CourseKey) -> Result<pb::GetCourseResponse> {
+        self.cache
+            .cached(Entry::course(key), async {
+                let mut conn = self.conn().await?;
+                let course = match key {
+                    CourseKey::Id(id) => CourseRow::find(&mut conn, *id).await?,
+                    CourseKey::Slug(slug) => CourseRow::find_by_slug(&mut conn, slug).await?,
+                }
+                .ok_or_else(|| Error::NotFound(key.to_string()))?;
+                let lessons = Lesson::for_course(&mut conn, course.row.id).await?;
+                Ok(convert::course_with_lessons(&course, &lessons))
+            })
+            .await
     }
 
     /// One statement for any number of ids; the answer follows the order of `ids`.
@@ -105,51 +193,83 @@ impl Catalog {
         Ok(in_request_order(ids, found, |c| c.row.id))
     }
 
-    /// One statement: published courses per type and per category.
-    pub async fn census(&self) -> Result<Census> {
-        let mut conn = self.conn().await?;
-        Ok(Category::census(&mut conn).await?)
+    /// Course counts per type, categories with counts, and the first `featured_limit` featured
+    /// courses of each type: three cached parts with the original's lifetimes, read (or
+    /// loaded, one statement each) concurrently.
+    pub async fn summary(&self, featured_limit: i64) -> Result<pb::GetCatalogSummaryResponse> {
+        let (census, featured_python, featured_sql) = tokio::try_join!(
+            self.census(),
+            self.featured(CourseType::Python, featured_limit),
+            self.featured(CourseType::Sql, featured_limit),
+        )?;
+        Ok(pb::GetCatalogSummaryResponse {
+            featured_python,
+            featured_sql,
+            ..census
+        })
     }
 
-    /// One statement: the first `limit` featured, published courses of a type.
-    pub async fn featured(&self, course_type: CourseType, limit: i64) -> Result<Vec<Course>> {
-        let mut conn = self.conn().await?;
+    /// Published courses per type and per category (`course_counts` and `categories` of the
+    /// summary): one statement, cached.
+    pub async fn census(&self) -> Result<pb::GetCatalogSummaryResponse> {
+        self.cache
+            .cached(Entry::census(), async {
+                let mut conn = self.conn().await?;
+                let census = Category::census(&mut conn).await?;
+                Ok(convert::census(&census))
+            })
+            .await
+    }
+
+    /// One statement: the first `limit` featured, published courses of a type; cached.
+    async fn featured(&self, course_type: CourseType, limit: i64) -> Result<Vec<pb::Course>> {
         let filter = CourseFilter {
             course_type: Some(course_type),
             status: Some(CourseStatus::Published),
             featured: Some(true),
             ..CourseFilter::default()
         };
-        Ok(CourseRow::list(&mut conn, &filter, None, limit).await?)
+        let page: pb::ListCoursesResponse = self
+            .cache
+            .cached(Entry::featured(course_type, limit), async {
+                let mut conn = self.conn().await?;
+                let courses = CourseRow::list(&mut conn, &filter, None, limit).await?;
+                Ok(pb::ListCoursesResponse {
+                    courses: courses.iter().map(convert::course).collect(),
+                    next_page_token: String::new(),
+                })
+            })
+            .await?;
+        Ok(page.courses)
     }
 
     /// The slug of a course (to name its cache entries after a lesson changes).
-    pub async fn course_slug(&self, id: i64) -> Result<Option<String>> {
+    async fn course_slug(&self, id: i64) -> Result<Option<String>> {
         let mut conn = self.conn().await?;
         Ok(CourseRow::find(&mut conn, id)
             .await?
             .map(|course| course.row.slug))
     }
 
-    pub async fn categories(&self) -> Result<Vec<CategoryCount>> {
-        let mut conn = self.conn().await?;
-        Ok(Category::census(&mut conn).await?.categories)
-    }
-
-    pub async fn create_category(&self, slug: &str, name: &str) -> Result<CategoryCount> {
+    pub async fn create_category(&self, draft: &CategoryDraft) -> Result<CategoryCount> {
         let mut conn = self.conn().await?;
         let new = NewCategory {
-            slug,
-            name,
+            slug: &draft.slug,
+            name: &draft.name,
             created_at: time::now(),
         };
         let category = Category::create(&mut conn, &new).await.map_err(|err| {
             if is_unique_violation(&err) {
-                Error::AlreadyExists(format!("a category with slug {slug:?} already exists"))
+                Error::AlreadyExists(format!(
+                    "a category with slug {:?} already exists",
+                    draft.slug
+                ))
             } else {
                 err.into()
             }
         })?;
+        drop(conn);
+        self.cache.category_added().await;
         Ok(CategoryCount {
             id: category.id,
             slug: category.slug,
@@ -166,10 +286,10 @@ impl Catalog {
             slug: draft.slug,
             title: draft.title,
             summary: draft.summary,
-            course_type: draft.course_type.as_str().to_owned(),
+            course_type: draft.course_type,
             category_id: category.id,
-            level: draft.level.as_str().to_owned(),
-            status: CourseStatus::Draft.as_str().to_owned(),
+            level: draft.level,
+            status: CourseStatus::Draft,
             is_featured: draft.is_featured,
             created_at: now,
             updated_at: now,
@@ -178,6 +298,8 @@ impl Catalog {
         let row = CourseRow::insert(&mut conn, &new)
             .await
             .map_err(|err| slug_taken(err, &new.slug))?;
+        drop(conn);
+        self.cache.course_changed(row.id, &[&row.slug]).await;
         Ok(Course {
             row,
             category_slug: category.slug,
@@ -185,8 +307,9 @@ impl Catalog {
         })
     }
 
-    /// Returns the course as updated and the slug it had before (its old cache entries).
-    pub async fn update_course(&self, id: i64, update: CourseUpdate) -> Result<(Course, String)> {
+    /// Changes the fields `update` sets; the course's entries under its old and new slug go.
+    pub async fn update_course(&self, update: CourseUpdate) -> Result<Course> {
+        let id = update.id;
         let mut conn = self.conn().await?;
         let before = CourseRow::find(&mut conn, id)
             .await?
@@ -199,9 +322,9 @@ impl Catalog {
             slug: update.slug.clone(),
             title: update.title,
             summary: update.summary,
-            course_type: update.course_type.map(|t| t.as_str().to_owned()),
+            course_type: update.course_type,
             category_id: category.as_ref().map(|c| c.id),
-            level: update.level.map(|l| l.as_str().to_owned()),
+            level: update.level,
             is_featured: update.is_featured,
             updated_at: Some(time::now()),
         };
@@ -214,7 +337,11 @@ impl Catalog {
         let after = CourseRow::find(&mut conn, id)
             .await?
             .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
-        Ok((after, before.row.slug))
+        drop(conn);
+        self.cache
+            .course_changed(id, &[&before.row.slug, &after.row.slug])
+            .await;
+        Ok(after)
     }
 
     /// draft → published (published stays published, keeping its first published_at).
@@ -239,48 +366,76 @@ impl Catalog {
         let course = CourseRow::find(&mut conn, id)
             .await?
             .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
+        drop(conn);
         if moved.is_none() {
             return Err(Error::FailedPrecondition(format!(
                 "course {id} is {}; it cannot become {}",
-                course.row.status,
+                course.row.status.as_str(),
                 to.as_str()
             )));
         }
+        self.cache
+            .course_changed(course.row.id, &[&course.row.slug])
+            .await;
         Ok(course)
     }
 
-    pub async fn create_lesson(
-        &self,
-        course_id: i64,
-        position: Option<i32>,
-        title: String,
-        body: String,
-    ) -> Result<Lesson> {
+    pub async fn create_lesson(&self, draft: LessonDraft) -> Result<Lesson> {
+        let LessonDraft {
+            course_id,
+            position,
+            title,
+            body,
+        } = draft;
         let mut conn = self.conn().await?;
-        Lesson::insert(&mut conn, course_id, position, title, body, time::now())
+        let lesson = Lesson::insert(&mut conn, course_id, position, title, body, time::now())
             .await
-            .map_err(|err| lesson_write_error(err, course_id, position))
+            .map_err(|err| lesson_write_error(err, course_id, position))?;
+        drop(conn);
+        self.lessons_changed(lesson.course_id).await;
+        Ok(lesson)
     }
 
-    pub async fn update_lesson(&self, id: i64, changes: LessonChanges) -> Result<Lesson> {
+    pub async fn update_lesson(&self, update: LessonUpdate) -> Result<Lesson> {
+        let id = update.id;
+        let changes = LessonChanges {
+            title: update.title,
+            body: update.body,
+            position: update.position,
+            updated_at: Some(time::now()),
+        };
         let mut conn = self.conn().await?;
-        let position = changes.position;
-        match Lesson::update(&mut conn, id, &changes).await {
-            Ok(Some(lesson)) => Ok(lesson),
-            Ok(None) => Err(Error::NotFound(format!("lesson {id}"))),
-            Err(err) if is_unique_violation(&err) => Err(Error::AlreadyExists(format!(
-                "position {} is taken in this course",
-                position.unwrap_or_default()
-            ))),
-            Err(err) => Err(err.into()),
-        }
+        let lesson = match Lesson::update(&mut conn, id, &changes).await {
+            Ok(Some(lesson)) => lesson,
+            Ok(None) => return Err(Error::NotFound(format!("lesson {id}"))),
+            Err(err) if is_unique_violation(&err) => {
+                return Err(Error::AlreadyExists(format!(
+                    "position {} is taken in this course",
+                    update.position.unwrap_or_default()
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        drop(conn);
+        self.lessons_changed(lesson.course_id).await;
+        Ok(lesson)
     }
 
     pub async fn delete_lesson(&self, id: i64) -> Result<Lesson> {
         let mut conn = self.conn().await?;
-        Lesson::delete(&mut conn, id)
+        let lesson = Lesson::delete(&mut conn, id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("lesson {id}")))
+            .ok_or_else(|| Error::NotFound(format!("lesson {id}")))?;
+        drop(conn);
+        self.lessons_changed(lesson.course_id).await;
+        Ok(lesson)
+    }
+
+    /// After a committed lesson write: the course's cached entries (by id and by slug).
+    async fn lessons_changed(&self, course_id: i64) {
+        self.cache
+            .lessons_changed(course_id, self.course_slug(course_id))
+            .await;
     }
 
     pub async fn batch_get_lessons(&self, ids: &[i64]) -> Result<Vec<Lesson>> {
@@ -289,9 +444,18 @@ impl Catalog {
         Ok(in_request_order(ids, found, |l| l.id))
     }
 
-    pub async fn create_exercise(&self, new: NewExercise) -> Result<Exercise> {
+    pub async fn create_exercise(&self, draft: ExerciseDraft) -> Result<Exercise> {
+        let now = time::now();
+        let lesson_id = draft.lesson_id;
+        let new = NewExercise {
+            lesson_id,
+            title: draft.title,
+            prompt: draft.prompt,
+            starter_code: draft.starter_code,
+            created_at: now,
+            updated_at: now,
+        };
         let mut conn = self.conn().await?;
-        let lesson_id = new.lesson_id;
         Exercise::insert(&mut conn, &new).await.map_err(|err| {
             if is_foreign_key_violation(&err) {
                 Error::NotFound(format!("lesson {lesson_id}"))
@@ -301,7 +465,14 @@ impl Catalog {
         })
     }
 
-    pub async fn update_exercise(&self, id: i64, changes: ExerciseChanges) -> Result<Exercise> {
+    pub async fn update_exercise(&self, update: ExerciseUpdate) -> Result<Exercise> {
+        let id = update.id;
+        let changes = ExerciseChanges {
+            title: update.title,
+            prompt: update.prompt,
+            starter_code: update.starter_code,
+            updated_at: Some(time::now()),
+        };
         let mut conn = self.conn().await?;
         Exercise::update(&mut conn, id, &changes)
             .await?
@@ -360,13 +531,6 @@ fn slug_taken(err: DieselError, slug: &str) -> Error {
     } else {
         err.into()
     }
-}
-
-fn is_foreign_key_violation(err: &DieselError) -> bool {
-    matches!(
-        err,
-        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
-    )
 }
 
 fn lesson_write_error(err: DieselError, course_id: i64, position: Option<i32>) -> Error {

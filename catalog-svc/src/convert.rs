@@ -1,10 +1,15 @@
 //! Rows to protobuf messages.
-use learnhub_kit::time::to_timestamp;
+use learnhub_kit::{PageToken, time::to_timestamp};
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::{
-    domain::{CourseLevel, CourseStatus, CourseType},
-    models::{category::CategoryCount, course::Course, exercise::Exercise, lesson::Lesson},
+    catalog::CoursePage,
+    models::{
+        category::{CategoryCount, Census},
+        course::Course,
+        exercise::Exercise,
+        lesson::Lesson,
+    },
 };
 
 pub fn course(course: &Course) -> pb::Course {
@@ -14,18 +19,49 @@ pub fn course(course: &Course) -> pb::Course {
         slug: row.slug.clone(),
         title: row.title.clone(),
         summary: row.summary.clone(),
-        course_type: CourseType::from_db(&row.course_type)
-            .map_or(pb::CourseType::Unspecified, CourseType::to_pb) as i32,
+        course_type: row.course_type.to_pb().into(),
         category_slug: course.category_slug.clone(),
         category_name: course.category_name.clone(),
-        level: CourseLevel::from_db(&row.level)
-            .map_or(pb::CourseLevel::Unspecified, CourseLevel::to_pb) as i32,
-        status: CourseStatus::from_db(&row.status)
-            .map_or(pb::CourseStatus::Unspecified, CourseStatus::to_pb) as i32,
+        level: row.level.to_pb().into(),
+        status: row.status.to_pb().into(),
         is_featured: row.is_featured,
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         published_at: row.published_at.map(to_timestamp),
+    }
+}
+
+/// A page of courses; the token continues after its last course.
+pub fn course_page(page: &CoursePage) -> pb::ListCoursesResponse {
+    pb::ListCoursesResponse {
+        courses: page.courses.iter().map(course).collect(),
+        next_page_token: page
+            .next_after
+            .map(|id| PageToken::after_id(id).encode())
+            .unwrap_or_default(),
+    }
+}
+
+pub fn course_with_lessons(found: &Course, lessons: &[Lesson]) -> pb::GetCourseResponse {
+    pb::GetCourseResponse {
+        course: Some(course(found)),
+        lessons: lessons.iter().map(lesson).collect(),
+    }
+}
+
+/// The census part of the summary: counts per type and categories (no featured courses).
+pub fn census(census: &Census) -> pb::GetCatalogSummaryResponse {
+    pb::GetCatalogSummaryResponse {
+        course_counts: census
+            .per_type
+            .iter()
+            .map(|(course_type, count)| pb::CourseTypeCount {
+                course_type: course_type.to_pb().into(),
+                count: *count,
+            })
+            .collect(),
+        categories: census.categories.iter().map(category).collect(),
+        ..Default::default()
     }
 }
 

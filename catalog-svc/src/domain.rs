@@ -1,12 +1,12 @@
-//! Catalog domain values, parsed from requests once so queries only see valid data.
+//! Catalog domain values, parsed from requests once so queries only see valid data. The text
+//! rules (slugs, titles, lengths, ids) are `learnhub_kit::validate`'s, which the gateway applies
+//! too; here their refusals become INVALID_ARGUMENT.
+use learnhub_kit::validate::{self, Invalid};
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::error::{Error, Result};
 
-pub const MAX_TITLE_CHARS: usize = 200;
-pub const MAX_SUMMARY_CHARS: usize = 2_000;
-pub const MAX_BODY_CHARS: usize = 100_000;
-pub const MAX_SLUG_CHARS: usize = 100;
+pub use learnhub_kit::validate::{MAX_BODY_CHARS, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS};
 
 learnhub_db::text_enum!(CourseType, CourseType, "course_type", {
     Python => "python", Python;
@@ -25,66 +25,34 @@ learnhub_db::text_enum!(CourseLevel, CourseLevel, "level", {
     Advanced => "advanced", Advanced;
 });
 
-/// A URL slug: 1..=100 characters of `[a-z0-9-]`, not starting or ending with `-`.
+fn invalid(err: Invalid) -> Error {
+    Error::invalid(err.field, err.reason)
+}
+
+/// A URL slug (see [`validate::slug`]).
 pub fn slug(field: &'static str, text: &str) -> Result<String> {
-    if text.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if text.chars().count() > MAX_SLUG_CHARS {
-        return Err(Error::invalid(
-            field,
-            format!("at most {MAX_SLUG_CHARS} characters"),
-        ));
-    }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(Error::invalid(field, "only a-z, 0-9 and - are allowed"));
-    }
-    if text.starts_with('-') || text.ends_with('-') {
-        return Err(Error::invalid(field, "must not start or end with -"));
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::invalid(
-            field,
-            "must contain a letter (all digits reads as an id)",
-        ));
-    }
-    Ok(text.to_owned())
+    validate::slug(field, text)
+        .map(str::to_owned)
+        .map_err(invalid)
 }
 
 /// Trimmed, non-empty text of at most `max` characters.
 pub fn title(field: &'static str, text: &str, max: usize) -> Result<String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if trimmed.chars().count() > max {
-        return Err(Error::invalid(field, format!("at most {max} characters")));
-    }
-    Ok(trimmed.to_owned())
+    validate::title(field, text, max)
+        .map(str::to_owned)
+        .map_err(invalid)
 }
 
 /// Text that may be empty, at most `max` characters.
 pub fn text(field: &'static str, text: &str, max: usize) -> Result<String> {
-    if text.chars().count() > max {
-        return Err(Error::invalid(field, format!("at most {max} characters")));
-    }
-    Ok(text.to_owned())
+    validate::text(field, text, max)
+        .map(str::to_owned)
+        .map_err(invalid)
 }
 
 /// A positive id.
 pub fn id(field: &'static str, value: i64) -> Result<i64> {
-    if value <= 0 {
-        return Err(Error::invalid(field, "must be a positive id"));
-    }
-    Ok(value)
-}
-
-/// A course may be published from draft (or again when published) and archived from anything.
-pub fn can_publish(from: CourseStatus) -> bool {
-    matches!(from, CourseStatus::Draft | CourseStatus::Published)
+    validate::id(field, value).map_err(invalid)
 }
 
 #[cfg(test)]
@@ -92,12 +60,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slugs() {
-        assert!(slug("slug", "intro-to-sql-2").is_ok());
+    fn refusals_are_invalid_argument_naming_the_field() {
+        assert_eq!(
+            slug("slug", "intro-to-sql-2").ok().as_deref(),
+            Some("intro-to-sql-2")
+        );
         for bad in ["", "Intro", "a b", "a_b", "-a", "a-", "123", "a*"] {
             assert!(slug("slug", bad).is_err(), "{bad:?}");
         }
         assert!(slug("slug", &"a".repeat(101)).is_err());
+        match slug("category", "-a") {
+            Err(Error::InvalidArgument { field, reason }) => {
+                assert_eq!(
+                    (field, reason.as_str()),
+                    ("category", "must not start or end with -")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            id("lesson_id", 0),
+            Err(Error::InvalidArgument {
+                field: "lesson_id",
+                ..
+            })
+        ));
     }
 
     #[test]

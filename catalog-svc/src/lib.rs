@@ -11,16 +11,19 @@ use learnhub_kit::{
 use learnhub_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio::net::TcpListener;
 
-pub mod catalog;
-pub mod convert;
-pub mod domain;
-pub mod error;
+mod cache;
+mod catalog;
+pub mod cli;
+mod convert;
+mod domain;
+mod error;
 pub mod models;
-pub mod schema;
+mod requests;
+mod schema;
 pub mod seed;
-pub mod service;
+mod service;
 
-pub const SERVICE_NAME: &str = "learnhub.catalog.v1.CatalogService";
+pub const SERVICE_NAME: &str = learnhub_proto::catalog::v1::catalog_service_server::SERVICE_NAME;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -77,10 +80,7 @@ impl Application {
             }
         }
         let db = Db::connect(&config.db.options("catalog-svc")).await?;
-        let cache = config
-            .cache_addr
-            .as_deref()
-            .filter(|addr| !addr.trim().is_empty())
+        let cache = learnhub_kit::client::configured(config.cache_addr.as_deref())
             .map(|addr| CacheClient::connect_lazy(addr, CacheClientOptions::default()))
             .transpose()?;
         let listener = server::bind(&config.listen).await?;

@@ -10,5 +10,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
 pub mod time;
+pub mod validate;
 
 pub use page_token::PageToken;

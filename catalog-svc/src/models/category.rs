@@ -6,13 +6,13 @@ use learnhub_db::{DbConn, db_run};
 
 use crate::{domain::CourseType, schema::categories};
 
+/// A category as the catalog reads it (its `created_at` is written, never shown).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = categories)]
 pub struct Category {
     pub id: i64,
     pub slug: String,
     pub name: String,
-    pub created_at: NaiveDateTime,
 }
 
 #[derive(Insertable)]
@@ -32,8 +32,9 @@ pub struct CategoryTypeCount {
     pub slug: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub name: String,
+    /// `None` for a category without published courses (the LEFT JOIN found none).
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    pub course_type: Option<String>,
+    pub course_type: Option<CourseType>,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub courses: i64,
 }
@@ -95,7 +96,7 @@ impl Census {
             census.per_type.push((*course_type, 0));
         }
         for row in rows {
-            if let Some(kind) = row.course_type.as_deref().and_then(CourseType::from_db)
+            if let Some(kind) = row.course_type
                 && let Some(entry) = census.per_type.iter_mut().find(|(t, _)| *t == kind)
             {
                 entry.1 += row.courses;

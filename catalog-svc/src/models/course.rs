@@ -1,5 +1,6 @@
 //! `courses`: the catalog's courses and every query over them. Reads join the category so a
-//! course comes back whole in one statement.
+//! course comes back whole in one statement. Type, level and status are typed columns: a value
+//! no variant names fails the read instead of turning into a default.
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -19,10 +20,10 @@ pub struct CourseRow {
     pub slug: String,
     pub title: String,
     pub summary: String,
-    pub course_type: String,
+    pub course_type: CourseType,
     pub category_id: i64,
-    pub level: String,
-    pub status: String,
+    pub level: CourseLevel,
+    pub status: CourseStatus,
     pub is_featured: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -47,22 +48,16 @@ impl From<(CourseRow, String, String)> for Course {
     }
 }
 
-impl Course {
-    pub fn status(&self) -> Option<CourseStatus> {
-        CourseStatus::from_db(&self.row.status)
-    }
-}
-
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = courses, treat_none_as_default_value = false)]
 pub struct NewCourse {
     pub slug: String,
     pub title: String,
     pub summary: String,
-    pub course_type: String,
+    pub course_type: CourseType,
     pub category_id: i64,
-    pub level: String,
-    pub status: String,
+    pub level: CourseLevel,
+    pub status: CourseStatus,
     pub is_featured: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -76,9 +71,9 @@ pub struct CourseChanges {
     pub slug: Option<String>,
     pub title: Option<String>,
     pub summary: Option<String>,
-    pub course_type: Option<String>,
+    pub course_type: Option<CourseType>,
     pub category_id: Option<i64>,
-    pub level: Option<String>,
+    pub level: Option<CourseLevel>,
     pub is_featured: Option<bool>,
     pub updated_at: Option<NaiveDateTime>,
 }
@@ -108,19 +103,19 @@ impl CourseRow {
                 .select((CourseRow::as_select(), categories::slug, categories::name))
                 .into_boxed();
             if let Some(kind) = filter.course_type {
-                query = query.filter(courses::course_type.eq(kind.as_str()));
+                query = query.filter(courses::course_type.eq(kind));
             }
             if let Some(category) = &filter.category {
                 query = query.filter(categories::slug.eq(category.clone()));
             }
             if let Some(status) = filter.status {
-                query = query.filter(courses::status.eq(status.as_str()));
+                query = query.filter(courses::status.eq(status));
             }
             if let Some(featured) = filter.featured {
                 query = query.filter(courses::is_featured.eq(featured));
             }
             if let Some(level) = filter.level {
-                query = query.filter(courses::level.eq(level.as_str()));
+                query = query.filter(courses::level.eq(level));
             }
             if let Some(after) = after_id {
                 query = query.filter(courses::id.gt(after));
@@ -198,7 +193,6 @@ impl CourseRow {
         to: CourseStatus,
         now: NaiveDateTime,
     ) -> QueryResult<Option<CourseRow>> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let published_at = if to == CourseStatus::Published {
             Some(now)
         } else {
@@ -207,10 +201,10 @@ impl CourseRow {
         db_run!(conn => diesel::update(
                 courses::table
                     .filter(courses::id.eq(id))
-                    .filter(courses::status.eq_any(&from)),
+                    .filter(courses::status.eq_any(from)),
             )
             .set((
-                courses::status.eq(to.as_str()),
+                courses::status.eq(to),
                 courses::updated_at.eq(now),
                 courses::published_at.eq(coalesce(courses::published_at, published_at)),
             ))

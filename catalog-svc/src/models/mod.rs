@@ -1,5 +1,5 @@
 //! One module per table: the row types and every query that reads or writes that table.
-pub mod category;
+pub(crate) mod category;
 pub mod course;
-pub mod exercise;
-pub mod lesson;
+pub(crate) mod exercise;
+pub(crate) mod lesson;

@@ -13,4 +13,5 @@ mod indexes;
 mod lessons;
 mod profiler;
 mod rpc_budgets;
+mod stored_values;
 mod validation;

@@ -7,20 +7,38 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Request},
     http::request::Parts,
 };
+use learnhub_kit::validate::Invalid;
 use serde::de::DeserializeOwned;
 
 use crate::{
     auth::{Caller, Role, require},
     error::Error,
+    rest::learner::{EnrollJson, ProgressBodyJson, SubmissionBodyJson},
     state::Gateway,
 };
 
-/// A JSON body; a wrong content type or malformed/mistyped JSON is a 400 naming the problem.
+/// A JSON request body. Serde checks its shape; `check` applies the rules a shape cannot state
+/// (slug syntax, lengths), with `learnhub_kit::validate`, so a bad value is refused here with the
+/// `field: reason` message the service behind would give, and the service is not called.
+pub trait RequestBody: DeserializeOwned {
+    /// The body's rules beyond its shape; none unless a body says so.
+    fn check(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+// Bodies whose shape is all the gateway checks (the services check the ids and sizes in them).
+impl RequestBody for EnrollJson {}
+impl RequestBody for ProgressBodyJson {}
+impl RequestBody for SubmissionBodyJson {}
+
+/// A JSON body; a wrong content type or malformed/mistyped JSON is a 400 naming the problem, and
+/// so is a value its [`RequestBody::check`] refuses.
 pub struct JsonBody<T>(pub T);
 
 impl<T, S> FromRequest<S> for JsonBody<T>
 where
-    T: DeserializeOwned,
+    T: RequestBody,
     S: Send + Sync,
 {
     type Rejection = Error;
@@ -36,9 +54,11 @@ where
             return Err(Error::invalid("request body: must be a JSON object"));
         }
         // The error names the field's path, e.g. `course_type: unknown variant`.
-        serde_path_to_error::deserialize(value)
-            .map(Self)
-            .map_err(|err| Error::invalid(format!("request body: {err}")))
+        let body: T = serde_path_to_error::deserialize(value)
+            .map_err(|err| Error::invalid(format!("request body: {err}")))?;
+        body.check()
+            .map_err(|invalid| Error::invalid(invalid.to_string()))?;
+        Ok(Self(body))
     }
 }
 

@@ -2,6 +2,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use learnhub_kit::validate::{self, Invalid, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS};
 use learnhub_proto::{
     Timestamp,
     catalog::v1::{
@@ -12,6 +13,8 @@ use learnhub_proto::{
     gateway::v1::{CourseEntry, GetCatalogPageResponse},
 };
 use serde::{Deserialize, Serialize};
+
+use crate::rest::extract::RequestBody;
 
 pub(crate) fn rfc3339(ts: Option<&Timestamp>) -> Option<String> {
     let ts = ts?;
@@ -333,6 +336,17 @@ impl From<CreateCourseJson> for CreateCourseRequest {
     }
 }
 
+/// catalog-svc's rules, checked in its order so a body with several bad fields names the same one.
+impl RequestBody for CreateCourseJson {
+    fn check(&self) -> Result<(), Invalid> {
+        validate::slug("slug", &self.slug)?;
+        validate::title("title", &self.title, MAX_TITLE_CHARS)?;
+        validate::text("summary", &self.summary, MAX_SUMMARY_CHARS)?;
+        validate::slug("category", &self.category)?;
+        Ok(())
+    }
+}
+
 /// `PATCH /v1/admin/courses/{id}`: only the fields present change.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +378,25 @@ impl UpdateCourseJson {
             is_featured: self.is_featured,
             slug: self.slug,
         }
+    }
+}
+
+/// The fields present follow catalog-svc's rules, checked in its order.
+impl RequestBody for UpdateCourseJson {
+    fn check(&self) -> Result<(), Invalid> {
+        if let Some(slug) = &self.slug {
+            validate::slug("slug", slug)?;
+        }
+        if let Some(title) = &self.title {
+            validate::title("title", title, MAX_TITLE_CHARS)?;
+        }
+        if let Some(summary) = &self.summary {
+            validate::text("summary", summary, MAX_SUMMARY_CHARS)?;
+        }
+        if let Some(category) = &self.category {
+            validate::slug("category", category)?;
+        }
+        Ok(())
     }
 }
 
@@ -491,6 +524,46 @@ mod tests {
     }
 
     #[test]
+    fn course_bodies_are_checked_by_catalog_rules_naming_the_field() {
+        let create = |slug: &str, title: &str, category: &str| CreateCourseJson {
+            slug: slug.into(),
+            title: title.into(),
+            summary: String::new(),
+            course_type: CourseTypeJson::Python,
+            category: category.into(),
+            level: None,
+            is_featured: false,
+        };
+        assert_eq!(create("intro-1", "Intro", "basics").check(), Ok(()));
+        for (body, message) in [
+            (
+                create("-a", "A", "basics"),
+                "slug: must not start or end with -",
+            ),
+            (
+                create("123", "A", "basics"),
+                "slug: must contain a letter (all digits reads as an id)",
+            ),
+            (create("a", "  ", "basics"), "title: must not be empty"),
+            (
+                create("a", "A", "Basics"),
+                "category: only a-z, 0-9 and - are allowed",
+            ),
+        ] {
+            assert_eq!(body.check().unwrap_err().to_string(), message);
+        }
+        let update = UpdateCourseJson {
+            summary: Some("x".repeat(MAX_SUMMARY_CHARS + 1)),
+            ..UpdateCourseJson::default()
+        };
+        assert_eq!(
+            update.check().unwrap_err().to_string(),
+            "summary: at most 2000 characters"
+        );
+        assert_eq!(UpdateCourseJson::default().check(), Ok(()));
+    }
+
+    #[test]
     fn update_body_changes_only_present_fields() {
         let body: UpdateCourseJson = serde_json::from_str(r#"{"title":"New"}"#).unwrap();
         let request = body.into_request(3);
@@ -573,6 +646,9 @@ impl From<learnhub_proto::cache::v1::CacheStats> for CacheStatsJson {
 pub struct InvalidateCacheJson {
     pub pattern: String,
 }
+
+/// cache-svc judges patterns (a bare `*` is refused there).
+impl RequestBody for InvalidateCacheJson {}
 
 #[derive(Debug, Serialize)]
 pub struct InvalidatedJson {

@@ -442,10 +442,11 @@ async fn unknown_routes_and_methods_answer_json() {
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
     );
     // A gRPC client asking for an unknown method gets UNIMPLEMENTED, not an HTML/JSON 404.
+    use learnhub_kit::testing::grpc_web;
     let response = gw
         .post("/learnhub.nothing.v1.Nothing/Call")
-        .header("content-type", "application/grpc-web+proto")
-        .body(vec![0u8, 0, 0, 0, 0])
+        .header("content-type", grpc_web::CONTENT_TYPE)
+        .body(grpc_web::frame(&[]))
         .send()
         .await
         .unwrap();
@@ -530,4 +531,80 @@ async fn a_bad_token_on_a_public_route_is_401() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test]
+async fn bad_course_fields_are_refused_at_the_gateway_as_catalog_svc_would() {
+    let gw = spawn_gateway(Options::default()).await;
+    // The fake catalog would create a course from any of these: a 400 means the gateway refused.
+    let create = |change: Value| {
+        let mut body = json!({"slug": "new-course", "title": "New", "course_type": "python", "category": "basics"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        gw.post("/v1/admin/courses")
+            .bearer_auth(admin())
+            .json(&body)
+    };
+    let update = |body: Value| {
+        gw.patch("/v1/admin/courses/1")
+            .bearer_auth(admin())
+            .json(&body)
+    };
+    let long_slug = "a".repeat(200);
+    let cases = [
+        (
+            create(json!({"slug": "-a"})),
+            "slug: must not start or end with -",
+        ),
+        (
+            create(json!({"slug": "123"})),
+            "slug: must contain a letter (all digits reads as an id)",
+        ),
+        (
+            create(json!({"slug": long_slug})),
+            "slug: at most 100 characters",
+        ),
+        (
+            create(json!({"slug": "Intro SQL"})),
+            "slug: only a-z, 0-9 and - are allowed",
+        ),
+        (create(json!({"title": "   "})), "title: must not be empty"),
+        (
+            create(json!({"title": "x".repeat(201)})),
+            "title: at most 200 characters",
+        ),
+        (
+            create(json!({"summary": "x".repeat(2_001)})),
+            "summary: at most 2000 characters",
+        ),
+        (
+            create(json!({"category": "a-"})),
+            "category: must not start or end with -",
+        ),
+        (
+            update(json!({"slug": "-a"})),
+            "slug: must not start or end with -",
+        ),
+        (update(json!({"title": ""})), "title: must not be empty"),
+        (
+            update(json!({"category": "42"})),
+            "category: must contain a letter (all digits reads as an id)",
+        ),
+    ];
+    for (request, want) in cases {
+        let (status, code, message) = error_of(request.send().await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str(), message.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_argument", want)
+        );
+    }
+    assert!(
+        gw.catalog.last_update.lock().unwrap().is_none(),
+        "no refused PATCH reached catalog-svc"
+    );
+
+    // A title with spaces around it is valid (catalog-svc trims it) and goes through.
+    let response = create(json!({"title": "  Spaced  "})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
 }
