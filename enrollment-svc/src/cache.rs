@@ -15,20 +15,15 @@ use crate::{
 };
 
 /// How long a cached read may live if no change invalidates it first.
-pub const TTL: Duration = Duration::from_secs(300);
+const TTL: Duration = Duration::from_secs(300);
 
 /// Read-through cache of a learner's data; without a cache-svc every read loads.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LearnerCache {
     client: Option<CacheClient>,
 }
 
 impl LearnerCache {
-    /// No cache: every read goes to the database.
-    pub fn disabled() -> Self {
-        Self { client: None }
-    }
-
     pub fn new(client: Option<CacheClient>) -> Self {
         Self { client }
     }
@@ -75,7 +70,7 @@ pub fn progress_key(user_id: i64, enrollment_id: i64) -> CacheKey {
 }
 
 /// Every key of one user: `user:{id}:*`.
-pub fn user_pattern(user_id: i64) -> CachePattern {
+fn user_pattern(user_id: i64) -> CachePattern {
     user(user_id).children()
 }
 

@@ -1,11 +1,12 @@
-//! Rows to protobuf messages.
+//! Rows and domain results to protobuf messages.
 use std::collections::HashMap;
 
-use learnhub_kit::time::to_timestamp;
+use learnhub_kit::{PageToken, time::to_timestamp};
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{
-    domain::{EnrollmentStatus, Role},
+    analytics::EnrollmentStats,
+    learners::Page,
     models::{
         enrollment::Enrollment, exercise_submission::Submission, lesson_progress::LessonProgress,
         user::User,
@@ -17,7 +18,7 @@ pub fn user(user: &User) -> pb::User {
         id: user.id,
         email: user.email.clone(),
         display_name: user.display_name.clone(),
-        role: Role::from_db(&user.role).map_or(pb::Role::Unspecified, Role::to_pb) as i32,
+        role: user.role.to_pb() as i32,
         created_at: Some(to_timestamp(user.created_at)),
     }
 }
@@ -27,12 +28,29 @@ pub fn enrollment(enrollment: &Enrollment) -> pb::Enrollment {
         id: enrollment.id,
         user_id: enrollment.user_id,
         course_id: enrollment.course_id,
-        status: enrollment
-            .status()
-            .map_or(pb::EnrollmentStatus::Unspecified, EnrollmentStatus::to_pb)
-            as i32,
+        status: enrollment.status.to_pb() as i32,
         enrolled_at: Some(to_timestamp(enrollment.enrolled_at)),
         completed_at: enrollment.completed_at.map(to_timestamp),
+    }
+}
+
+pub fn enrollment_page(page: &Page<Enrollment>) -> pb::ListEnrollmentsResponse {
+    pb::ListEnrollmentsResponse {
+        enrollments: page.rows.iter().map(enrollment).collect(),
+        next_page_token: next_token(page.next_before),
+    }
+}
+
+/// Enrollments with their completed-lesson counts, for the catalog page.
+pub fn enrollment_states(states: &[(Enrollment, i64)]) -> pb::BatchGetEnrollmentStateResponse {
+    pb::BatchGetEnrollmentStateResponse {
+        states: states
+            .iter()
+            .map(|(row, completed_lessons)| pb::EnrollmentState {
+                enrollment: Some(enrollment(row)),
+                completed_lessons: *completed_lessons,
+            })
+            .collect(),
     }
 }
 
@@ -45,6 +63,37 @@ pub fn submission(submission: &Submission) -> pb::Submission {
         passed: submission.passed,
         score: submission.score,
         submitted_at: Some(to_timestamp(submission.submitted_at)),
+    }
+}
+
+pub fn submission_page(page: &Page<Submission>) -> pb::ListSubmissionsResponse {
+    pb::ListSubmissionsResponse {
+        submissions: page.rows.iter().map(submission).collect(),
+        next_page_token: next_token(page.next_before),
+    }
+}
+
+/// The token of the page after one that ended at `next_before` (empty: no next page).
+fn next_token(next_before: Option<i64>) -> String {
+    next_before
+        .map(|id| PageToken::after_id(id).encode())
+        .unwrap_or_default()
+}
+
+pub fn stats(stats: &EnrollmentStats) -> pb::EnrollmentStatsResponse {
+    pb::EnrollmentStatsResponse {
+        days: stats
+            .days
+            .iter()
+            .map(|d| pb::DailyCount {
+                day: d.day.format("%Y-%m-%d").to_string(),
+                enrollments: d.enrollments,
+                completions: d.completions,
+            })
+            .collect(),
+        total_enrollments: stats.total_enrollments,
+        total_completions: stats.total_completions,
+        active_learners: stats.active_learners,
     }
 }
 
@@ -79,7 +128,7 @@ pub fn progress(
 }
 
 /// 0..=100; a course without lessons is 0 % done.
-pub fn percent(completed: i64, total: i64) -> f64 {
+fn percent(completed: i64, total: i64) -> f64 {
     if total <= 0 {
         0.0
     } else {

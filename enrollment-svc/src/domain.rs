@@ -151,6 +151,76 @@ pub fn code(text: &str, max_bytes: usize) -> Result<String> {
     Ok(text.to_owned())
 }
 
+/// One page of a newest-first listing: at most `size` rows with ids below `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: i64,
+    pub before: Option<i64>,
+}
+
+/// CreateUser: who to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDraft {
+    pub email: Email,
+    pub display_name: String,
+    pub role: Role,
+}
+
+/// Enroll: a learner and a course (an enrollment's natural key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrollmentKey {
+    pub user_id: i64,
+    pub course_id: i64,
+}
+
+/// ListEnrollments: one page of a learner's enrollments, of one status or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrollmentQuery {
+    pub user_id: i64,
+    pub status: Option<EnrollmentStatus>,
+    pub page: PageRequest,
+}
+
+/// BatchGetEnrollmentState: a learner's state in each of some courses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentStateQuery {
+    pub user_id: i64,
+    pub course_ids: Vec<i64>,
+}
+
+/// UpdateEnrollmentStatus: move enrollment `id` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange {
+    pub id: i64,
+    pub to: EnrollmentStatus,
+}
+
+/// RecordLessonProgress: one lesson of an enrollment, completed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressUpdate {
+    pub enrollment_id: i64,
+    pub lesson_id: i64,
+    pub completed: bool,
+}
+
+/// SubmitExercise: the fields of a new submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionDraft {
+    pub user_id: i64,
+    pub exercise_id: i64,
+    pub code: String,
+    pub passed: bool,
+    pub score: i32,
+}
+
+/// ListSubmissions: one page of a learner's submissions, for one exercise or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionQuery {
+    pub user_id: i64,
+    pub exercise_id: Option<i64>,
+    pub page: PageRequest,
+}
+
 /// A half-open UTC range `[from, to)` of at most [`MAX_STATS_DAYS`] days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsRange {

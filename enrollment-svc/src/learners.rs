@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use learnhub_db::{Db, DbConn};
-use learnhub_kit::{PageToken, time};
+use learnhub_kit::time;
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{
@@ -12,7 +12,10 @@ use crate::{
     cache::{self, LearnerCache},
     catalog_client::{CatalogClient, CourseOutline},
     convert,
-    domain::{Email, EnrollmentStatus, Role, StatsRange},
+    domain::{
+        Email, EnrollmentKey, EnrollmentQuery, EnrollmentStateQuery, EnrollmentStatus,
+        ProgressUpdate, StatsRange, StatusChange, SubmissionDraft, SubmissionQuery, UserDraft,
+    },
     error::{Error, Result, is_foreign_key_violation, is_unique_violation},
     models::{
         enrollment::{Enrollment, NewEnrollment},
@@ -37,16 +40,6 @@ pub struct Page<T> {
     pub next_before: Option<i64>,
 }
 
-/// Fields of a new submission.
-#[derive(Debug, Clone)]
-pub struct SubmissionDraft {
-    pub user_id: i64,
-    pub exercise_id: i64,
-    pub code: String,
-    pub passed: bool,
-    pub score: i32,
-}
-
 impl Learners {
     pub fn new(db: Db, catalog: CatalogClient, cache: LearnerCache) -> Self {
         Self { db, catalog, cache }
@@ -60,18 +53,18 @@ impl Learners {
         Ok(self.db.conn().await?)
     }
 
-    pub async fn create_user(
-        &self,
-        email: &Email,
-        display_name: String,
-        role: Role,
-    ) -> Result<User> {
+    pub async fn create_user(&self, draft: UserDraft) -> Result<User> {
+        let UserDraft {
+            email,
+            display_name,
+            role,
+        } = draft;
         let mut conn = self.conn().await?;
         let new = NewUser {
             email: email.display().to_owned(),
             email_normalized: email.normalized().to_owned(),
             display_name,
-            role: role.as_str().to_owned(),
+            role,
             created_at: time::now(),
         };
         User::insert(&mut conn, &new).await.map_err(|err| {
@@ -104,7 +97,8 @@ impl Learners {
     /// Idempotent: an existing enrollment is returned as it is (whatever its status and whatever
     /// the course's status now). Otherwise the course must be published; the insert is
     /// `ON CONFLICT DO NOTHING` followed by a read, so concurrent calls all return the one row.
-    pub async fn enroll(&self, user_id: i64, course_id: i64) -> Result<Enrollment> {
+    pub async fn enroll(&self, key: EnrollmentKey) -> Result<Enrollment> {
+        let EnrollmentKey { user_id, course_id } = key;
         {
             let mut conn = self.conn().await?;
             if let Some(existing) =
@@ -127,7 +121,7 @@ impl Learners {
         let new = NewEnrollment {
             user_id,
             course_id,
-            status: EnrollmentStatus::Active.as_str().to_owned(),
+            status: EnrollmentStatus::Active,
             enrolled_at: now,
             completed_at: None,
             updated_at: now,
@@ -167,25 +161,25 @@ impl Learners {
     /// unknown user has no enrollments (an empty page, not NOT_FOUND: that would cost a query).
     pub async fn list_enrollments(
         &self,
-        user_id: i64,
-        status: Option<EnrollmentStatus>,
-        before: Option<i64>,
-        page_size: i64,
+        query: EnrollmentQuery,
     ) -> Result<pb::ListEnrollmentsResponse> {
+        let EnrollmentQuery {
+            user_id,
+            status,
+            page,
+        } = query;
         let load = async {
             let mut conn = self.conn().await?;
-            let rows = Enrollment::list(&mut conn, user_id, status, before, page_size + 1).await?;
-            let page = into_page(rows, page_size, |e| e.id);
-            Ok(pb::ListEnrollmentsResponse {
-                enrollments: page.rows.iter().map(convert::enrollment).collect(),
-                next_page_token: next_token(page.next_before),
-            })
+            let rows =
+                Enrollment::list(&mut conn, user_id, status, page.before, page.size + 1).await?;
+            let rows = into_page(rows, page.size, |e| e.id);
+            Ok(convert::enrollment_page(&rows))
         };
-        if before.is_some() {
+        if page.before.is_some() {
             return load.await;
         }
         self.cache
-            .get_or_load(&cache::enrollments_key(user_id, status, page_size), load)
+            .get_or_load(&cache::enrollments_key(user_id, status, page.size), load)
             .await
     }
 
@@ -193,11 +187,11 @@ impl Learners {
     /// statements (one when the user has none of them). Not cached: the set of ids varies.
     pub async fn enrollment_states(
         &self,
-        user_id: i64,
-        course_ids: &[i64],
+        query: &EnrollmentStateQuery,
     ) -> Result<Vec<(Enrollment, i64)>> {
         let mut conn = self.conn().await?;
-        let enrollments = Enrollment::for_courses(&mut conn, user_id, course_ids).await?;
+        let enrollments =
+            Enrollment::for_courses(&mut conn, query.user_id, &query.course_ids).await?;
         let ids: Vec<i64> = enrollments.iter().map(|e| e.id).collect();
         let counts: HashMap<i64, i64> = LessonProgress::completed_counts(&mut conn, &ids)
             .await?
@@ -207,7 +201,8 @@ impl Learners {
             enrollments.into_iter().map(|e| (e.course_id, e)).collect();
         // In the order of the request, each course once.
         let mut seen = std::collections::HashSet::new();
-        Ok(course_ids
+        Ok(query
+            .course_ids
             .iter()
             .filter(|id| seen.insert(**id))
             .filter_map(|id| by_course.get(id))
@@ -217,7 +212,8 @@ impl Learners {
 
     /// A legal transition in one conditional UPDATE; otherwise FAILED_PRECONDITION naming both
     /// statuses (or NOT_FOUND).
-    pub async fn update_status(&self, id: i64, to: EnrollmentStatus) -> Result<Enrollment> {
+    pub async fn update_status(&self, change: StatusChange) -> Result<Enrollment> {
+        let StatusChange { id, to } = change;
         let mut conn = self.conn().await?;
         match Enrollment::transition(&mut conn, id, to, time::now()).await? {
             Some(moved) => {
@@ -231,7 +227,7 @@ impl Learners {
                     .ok_or_else(|| Error::NotFound(format!("enrollment {id}")))?;
                 Err(Error::FailedPrecondition(format!(
                     "status: enrollment {id} is {}; it cannot become {}",
-                    current.status,
+                    current.status.as_str(),
                     to.as_str()
                 )))
             }
@@ -254,12 +250,12 @@ impl Learners {
     /// Records one lesson as completed (or not), idempotently; completing the last lesson
     /// completes the enrollment in the same transaction. The lesson must be one of the
     /// enrollment's course (asked of catalog-svc before the transaction opens).
-    pub async fn record_progress(
-        &self,
-        enrollment_id: i64,
-        lesson_id: i64,
-        completed: bool,
-    ) -> Result<pb::Progress> {
+    pub async fn record_progress(&self, update: ProgressUpdate) -> Result<pb::Progress> {
+        let ProgressUpdate {
+            enrollment_id,
+            lesson_id,
+            completed,
+        } = update;
         let enrollment = self.enrollment(enrollment_id).await?;
         refuse_dropped(&enrollment)?;
         let course = self.enrolled_course(&enrollment).await?;
@@ -351,21 +347,21 @@ impl Learners {
     }
 
     /// Newest first by id, one statement per page.
-    pub async fn submissions(
-        &self,
-        user_id: i64,
-        exercise_id: Option<i64>,
-        before: Option<i64>,
-        page_size: i64,
-    ) -> Result<Page<Submission>> {
+    pub async fn submissions(&self, query: SubmissionQuery) -> Result<Page<Submission>> {
+        let SubmissionQuery {
+            user_id,
+            exercise_id,
+            page,
+        } = query;
         let mut conn = self.conn().await?;
-        let rows = Submission::list(&mut conn, user_id, exercise_id, before, page_size + 1).await?;
-        Ok(into_page(rows, page_size, |s| s.id))
+        let rows =
+            Submission::list(&mut conn, user_id, exercise_id, page.before, page.size + 1).await?;
+        Ok(into_page(rows, page.size, |s| s.id))
     }
 }
 
 fn refuse_dropped(enrollment: &Enrollment) -> Result<()> {
-    if enrollment.status() == Some(EnrollmentStatus::Dropped) {
+    if enrollment.status == EnrollmentStatus::Dropped {
         return Err(dropped(enrollment));
     }
     Ok(())
@@ -387,10 +383,4 @@ fn into_page<T>(mut rows: Vec<T>, page_size: i64, id_of: impl Fn(&T) -> i64) -> 
         None
     };
     Page { rows, next_before }
-}
-
-pub fn next_token(next_before: Option<i64>) -> String {
-    next_before
-        .map(|id| PageToken::after_id(id).encode())
-        .unwrap_or_default()
 }

@@ -7,25 +7,30 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
+    client::{self, ClientOptions, Resolver},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
 use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
 use tokio::net::TcpListener;
 
-pub mod analytics;
-pub mod cache;
+mod analytics;
+mod cache;
 pub mod catalog_client;
-pub mod convert;
+pub mod cli;
+mod convert;
 pub mod domain;
-pub mod error;
-pub mod learners;
+mod error;
+mod learners;
 pub mod models;
+mod requests;
 pub mod schema;
 pub mod seed;
 pub mod service;
 
-pub const SERVICE_NAME: &str = "learnhub.enrollment.v1.EnrollmentService";
+/// The gRPC service name, as health checks ask for it.
+pub const SERVICE_NAME: &str =
+    learnhub_proto::enrollment::v1::enrollment_service_server::SERVICE_NAME;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -63,6 +68,10 @@ pub struct Config {
     /// Do not run pending migrations at start (run `enrollment-svc migrate` instead, e.g. as a Job).
     #[arg(long, env = "NO_MIGRATE")]
     pub no_migrate: bool,
+    /// How host names in CATALOG_ADDR and CACHE_ADDR become addresses (the system's resolver;
+    /// tests put replicas behind one name).
+    #[arg(skip)]
+    pub resolver: Resolver,
 }
 
 impl Config {
@@ -76,6 +85,7 @@ impl Config {
             catalog_timeout_ms: 3_000,
             max_submission_bytes: service::DEFAULT_MAX_SUBMISSION_BYTES,
             no_migrate: false,
+            resolver: Resolver::default(),
         }
     }
 
@@ -90,8 +100,8 @@ pub enum StartError {
     Db(#[from] learnhub_db::DbError),
     #[error(transparent)]
     Serve(#[from] ServeError),
-    #[error("--catalog-addr: {0}")]
-    CatalogAddr(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    CatalogAddr(#[from] learnhub_kit::client::BadAddress),
     #[error("--cache-addr: {0}")]
     CacheAddr(#[from] learnhub_cache_client::CacheError),
 }
@@ -114,14 +124,15 @@ impl Application {
             }
         }
         let db = Db::connect(&config.db.options("enrollment-svc")).await?;
-        let catalog = catalog_client::CatalogClient::connect_lazy(
+        let catalog = catalog_client::CatalogClient::connect(
             &config.catalog_addr,
-            config.catalog_timeout(),
+            &ClientOptions {
+                timeout: config.catalog_timeout(),
+                resolver: config.resolver.clone(),
+            },
         )?;
-        let cache_client = config
-            .cache_addr
-            .as_deref()
-            .map(|addr| CacheClient::connect_lazy(addr, CacheClientOptions::default()))
+        let cache_client = client::configured(config.cache_addr.as_deref())
+            .map(|addr| CacheClient::connect(addr, CacheClientOptions::default(), &config.resolver))
             .transpose()?;
         let cache = cache::LearnerCache::new(cache_client);
         let listener = server::bind(&config.listen).await?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDateTime};
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use learnhub_db::{Backend, Db, db_run};
+use learnhub_db::{Backend, Db, SplitMix64, db_run};
 use learnhub_kit::time;
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// What the monolith seeds into an empty enrollment database.
-pub const DEMO_PLAN: Plan = Plan {
+const DEMO_PLAN: Plan = Plan {
     users: 20,
     enrollments: 60,
     progress: 150,
@@ -81,39 +81,18 @@ impl SeedReport {
     }
 }
 
-/// splitmix64, as in catalog-svc's seed: the same numbers on every machine and version.
-struct Mix(u64);
-
-impl Mix {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 /// The published part of the catalog the seed draws from.
-#[derive(Debug, Clone, Default)]
-pub struct CatalogSnapshot {
+#[derive(Debug, Clone)]
+struct CatalogSnapshot {
     /// Published courses in id order with their lesson ids in position order.
-    pub courses: Vec<(i64, Vec<i64>)>,
-    pub exercises: Vec<i64>,
+    courses: Vec<(i64, Vec<i64>)>,
+    exercises: Vec<i64>,
 }
 
 impl CatalogSnapshot {
     /// Pages through the published courses, then reads each course's lessons and the
     /// exercises of some lessons, a few calls at a time.
-    pub async fn load(catalog: &CatalogClient) -> Result<Self> {
+    async fn load(catalog: &CatalogClient) -> Result<Self> {
         let ids = catalog.published_course_ids().await?;
         let mut courses: Vec<(i64, Vec<i64>)> = stream::iter(ids)
             .map(|id| async move {
@@ -163,16 +142,6 @@ pub async fn run(
     progress: bool,
 ) -> Result<SeedReport> {
     let snapshot = CatalogSnapshot::load(catalog).await?;
-    run_with(db, &snapshot, plan, progress).await
-}
-
-/// [`run`] against a catalog already read.
-pub async fn run_with(
-    db: &Db,
-    snapshot: &CatalogSnapshot,
-    plan: Plan,
-    progress: bool,
-) -> Result<SeedReport> {
     if snapshot.courses.is_empty() {
         return Err(Error::FailedPrecondition(
             "catalog-svc has no published course to enroll in; seed the catalog first".into(),
@@ -186,7 +155,7 @@ pub async fn run_with(
     } else {
         ProgressBar::hidden()
     };
-    let generator = Generator::new(plan, snapshot, time::now());
+    let generator = Generator::new(plan, &snapshot, time::now());
     let chunks = (0..plan.users.div_ceil(USERS_PER_CHUNK)).map(|n| {
         let start = n * USERS_PER_CHUNK + 1;
         start..=(start + USERS_PER_CHUNK - 1).min(plan.users)
@@ -243,19 +212,19 @@ impl<'a> Generator<'a> {
     }
 
     fn user(&self, i: u64) -> NewUser {
-        let mut rng = Mix::new(i);
+        let mut rng = SplitMix64::new(i);
         let email = Self::email(i);
         NewUser {
             email_normalized: email.clone(),
             email,
             display_name: format!("Learner {i}"),
-            role: Role::Learner.as_str().to_owned(),
+            role: Role::Learner,
             created_at: self.ago(&mut rng, HISTORY_DAYS + 30),
         }
     }
 
     /// A moment in the last `days` days.
-    fn ago(&self, rng: &mut Mix, days: u64) -> NaiveDateTime {
+    fn ago(&self, rng: &mut SplitMix64, days: u64) -> NaiveDateTime {
         self.now - Duration::seconds(rng.below(days * 86_400) as i64)
     }
 
@@ -275,7 +244,7 @@ impl<'a> Generator<'a> {
 
     fn enrollments(&self, i: u64, user_id: i64) -> Vec<PlannedEnrollment> {
         let courses = &self.snapshot.courses;
-        let mut rng = Mix::new(i ^ 0x656e_726f_6c6c);
+        let mut rng = SplitMix64::new(i ^ 0x656e_726f_6c6c);
         let count =
             Self::share(self.plan.enrollments, self.plan.users, i - 1).min(courses.len() as u64);
         let first_course = rng.below(courses.len() as u64) as usize;
@@ -303,7 +272,7 @@ impl<'a> Generator<'a> {
                     row: NewEnrollment {
                         user_id,
                         course_id: *course_id,
-                        status: status.as_str().to_owned(),
+                        status,
                         enrolled_at,
                         completed_at,
                         updated_at: completed_at.unwrap_or(enrolled_at),
@@ -351,7 +320,7 @@ impl<'a> Generator<'a> {
         if exercises.is_empty() {
             return Vec::new();
         }
-        let mut rng = Mix::new(i ^ 0x7375_626d_6974);
+        let mut rng = SplitMix64::new(i ^ 0x7375_626d_6974);
         let count = Self::share(self.plan.submissions, self.plan.users, i - 1);
         (0..count)
             .map(|n| {
@@ -482,7 +451,10 @@ mod tests {
             for p in &planned {
                 let rows = generator.progress(1, p);
                 assert_eq!(rows.len(), p.lessons_done);
-                assert_eq!(p.row.completed_at.is_some(), p.row.status == "completed");
+                assert_eq!(
+                    p.row.completed_at.is_some(),
+                    p.row.status == EnrollmentStatus::Completed
+                );
                 assert!(
                     rows.iter()
                         .all(|r| r.completed_at.is_some_and(|at| at <= now))

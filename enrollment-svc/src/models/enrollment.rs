@@ -12,7 +12,7 @@ pub struct Enrollment {
     pub id: i64,
     pub user_id: i64,
     pub course_id: i64,
-    pub status: String,
+    pub status: EnrollmentStatus,
     pub enrolled_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
     pub updated_at: NaiveDateTime,
@@ -23,17 +23,13 @@ pub struct Enrollment {
 pub struct NewEnrollment {
     pub user_id: i64,
     pub course_id: i64,
-    pub status: String,
+    pub status: EnrollmentStatus,
     pub enrolled_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
     pub updated_at: NaiveDateTime,
 }
 
 impl Enrollment {
-    pub fn status(&self) -> Option<EnrollmentStatus> {
-        EnrollmentStatus::from_db(&self.status)
-    }
-
     pub async fn find(conn: &mut DbConn, id: i64) -> QueryResult<Option<Self>> {
         db_run!(conn => enrollments::table
             .find(id)
@@ -83,7 +79,7 @@ impl Enrollment {
                 .select(Self::as_select())
                 .into_boxed();
             if let Some(status) = status {
-                query = query.filter(enrollments::status.eq(status.as_str()));
+                query = query.filter(enrollments::status.eq(status));
             }
             if let Some(before) = before_id {
                 query = query.filter(enrollments::id.lt(before));
@@ -118,15 +114,14 @@ impl Enrollment {
         to: EnrollmentStatus,
         now: NaiveDateTime,
     ) -> QueryResult<Option<Self>> {
-        let from: Vec<&str> = to.allowed_from().iter().map(|s| s.as_str()).collect();
         let completed_at = (to == EnrollmentStatus::Completed).then_some(now);
         db_run!(conn => diesel::update(
                 enrollments::table
                     .filter(enrollments::id.eq(id))
-                    .filter(enrollments::status.eq_any(&from)),
+                    .filter(enrollments::status.eq_any(to.allowed_from())),
             )
             .set((
-                enrollments::status.eq(to.as_str()),
+                enrollments::status.eq(to),
                 enrollments::completed_at.eq(completed_at),
                 enrollments::updated_at.eq(now),
             ))

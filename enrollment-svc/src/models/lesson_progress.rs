@@ -105,7 +105,7 @@ impl LessonProgress {
             let locked: Option<Enrollment> = diesel::update(
                     enrollments::table
                         .filter(enrollments::id.eq(enrollment_id))
-                        .filter(enrollments::status.ne(EnrollmentStatus::Dropped.as_str())),
+                        .filter(enrollments::status.ne(EnrollmentStatus::Dropped)),
                 )
                 .set(enrollments::updated_at.eq(now))
                 .returning(Enrollment::as_returning())
@@ -155,16 +155,16 @@ impl LessonProgress {
                 .await?;
             let mut enrollment = enrollment;
             if completed
-                && enrollment.status() == Some(EnrollmentStatus::Active)
+                && enrollment.status == EnrollmentStatus::Active
                 && all_complete(course_lessons, &rows)
             {
                 enrollment = diesel::update(
                     enrollments::table
                         .filter(enrollments::id.eq(enrollment_id))
-                        .filter(enrollments::status.eq(EnrollmentStatus::Active.as_str())),
+                        .filter(enrollments::status.eq(EnrollmentStatus::Active)),
                 )
                 .set((
-                    enrollments::status.eq(EnrollmentStatus::Completed.as_str()),
+                    enrollments::status.eq(EnrollmentStatus::Completed),
                     enrollments::completed_at.eq(Some(now)),
                 ))
                 .returning(Enrollment::as_returning())
@@ -186,7 +186,7 @@ impl LessonProgress {
 }
 
 /// True when the course has lessons and every one of them has a completed row.
-pub fn all_complete(course_lessons: &[i64], rows: &[LessonProgress]) -> bool {
+fn all_complete(course_lessons: &[i64], rows: &[LessonProgress]) -> bool {
     !course_lessons.is_empty()
         && course_lessons
             .iter()

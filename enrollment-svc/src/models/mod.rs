@@ -6,4 +6,4 @@ pub mod user;
 
 /// Rows per multi-row INSERT: keeps every statement under SQLite's and Postgres's bind limits
 /// (at most 7 columns × 1,000 rows = 7,000 binds; SQLite allows 32,766, Postgres 65,535).
-pub const INSERT_CHUNK: usize = 1_000;
+const INSERT_CHUNK: usize = 1_000;

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use learnhub_db::{DbConn, db_run};
 
-use crate::{models::INSERT_CHUNK, schema::users};
+use crate::{domain::Role, models::INSERT_CHUNK, schema::users};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -13,7 +13,7 @@ pub struct User {
     pub email: String,
     pub email_normalized: String,
     pub display_name: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: NaiveDateTime,
 }
 
@@ -23,7 +23,7 @@ pub struct NewUser {
     pub email: String,
     pub email_normalized: String,
     pub display_name: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: NaiveDateTime,
 }
 

@@ -17,5 +17,6 @@ mod progress;
 mod rpc_budgets;
 mod seed;
 mod stats;
+mod stored_enums;
 mod submissions;
 mod users;

@@ -1,10 +1,13 @@
 //! EnrollmentStats: per-day buckets in UTC with a half-open range, active learners from every
 //! kind of activity, range validation.
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use enrollment_svc::models::{
-    enrollment::{Enrollment, NewEnrollment},
-    exercise_submission::{NewSubmission, Submission},
-    lesson_progress::{LessonProgress, NewLessonProgress},
+use enrollment_svc::{
+    domain::EnrollmentStatus,
+    models::{
+        enrollment::{Enrollment, NewEnrollment},
+        exercise_submission::{NewSubmission, Submission},
+        lesson_progress::{LessonProgress, NewLessonProgress},
+    },
 };
 use learnhub_db::Backend;
 use learnhub_kit::time;
@@ -40,11 +43,10 @@ fn enrollment(
         user_id,
         course_id,
         status: if completed_at.is_some() {
-            "completed"
+            EnrollmentStatus::Completed
         } else {
-            "active"
-        }
-        .into(),
+            EnrollmentStatus::Active
+        },
         enrolled_at,
         completed_at,
         updated_at: completed_at.unwrap_or(enrolled_at),
