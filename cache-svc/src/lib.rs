@@ -31,14 +31,15 @@ use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVIC
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-pub mod bench;
-pub mod cache;
-pub mod config;
-pub mod error;
+pub(crate) mod bench;
+pub(crate) mod cache;
+pub mod cli;
+pub(crate) mod config;
+pub(crate) mod error;
 pub mod key;
-pub mod service;
-pub mod stats;
-pub mod store;
+pub(crate) mod service;
+pub(crate) mod stats;
+pub(crate) mod store;
 
 pub use cache::Cache;
 pub use config::Config;

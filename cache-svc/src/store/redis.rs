@@ -493,12 +493,6 @@ impl RedisStore {
         })
     }
 
-    pub async fn ping(&self) -> Result<(), Error> {
-        self.query_cmd::<String>(&redis::cmd("PING"))
-            .await
-            .map(drop)
-    }
-
     fn base(&self, namespace: &str) -> String {
         format!("{}{namespace}", self.options.prefix)
     }

@@ -212,18 +212,22 @@ pub struct RedisProcess {
 }
 
 impl RedisProcess {
+    /// redis-server on a free port. Port 0 would turn its TCP listener off, so a port is picked
+    /// here; when a parallel test takes it first, redis-server exits and another one is tried.
     pub fn start() -> Self {
         let mut redis = Self::stopped();
-        redis.spawn();
-        redis
+        for _ in 0..20 {
+            if redis.spawn().is_ok() {
+                return redis;
+            }
+            redis.port = free_port();
+        }
+        panic!("redis-server did not start on any of 20 free ports");
     }
 
     /// Reserves a port and a directory without starting the server (see [`RedisProcess::restart`]).
     pub fn stopped() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("cache-svc-test-redis-{port}-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -238,8 +242,9 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts redis-server and returns once it logs that it accepts connections.
-    fn spawn(&mut self) {
+    /// Starts redis-server and returns once it logs that it accepts connections; an error when it
+    /// exits first (its port was taken).
+    fn spawn(&mut self) -> Result<(), String> {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -251,18 +256,22 @@ impl RedisProcess {
             .expect("redis-server runs");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut said = Vec::new();
         loop {
-            let line = lines
-                .next()
-                .expect("redis-server exited before it was ready")
-                .expect("reads redis-server output");
-            if line.contains("Ready to accept connections") {
-                break;
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
+                Some(Ok(line)) => said.push(line),
+                Some(Err(_)) | None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(said.join("\n"));
+                }
             }
         }
         // Keep draining its output so redis-server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+        Ok(())
     }
 
     /// SAVE: the next restart loads what is there now.
@@ -281,9 +290,19 @@ impl RedisProcess {
         }
     }
 
+    /// Kills and starts it again on the same port (its clients know that one); if another
+    /// process took the port meanwhile, tries again for a few seconds.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(said) => last = said,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}: {last}", self.port);
     }
 }
 
@@ -292,6 +311,13 @@ impl Drop for RedisProcess {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// A prost message standing in for a database row.
