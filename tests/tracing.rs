@@ -7,8 +7,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use learnhub_db::{Backend, DbArgs, testing::TestDatabase};
-use learnhub_kit::shutdown::CancellationToken;
+use learnhub::{CacheStore, DemoData, Platform, PlatformConfig};
+use learnhub_db::{Backend, testing::TestDatabase};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
@@ -47,44 +47,21 @@ async fn a_request_is_one_trace_across_services() {
     );
     assert!(telemetry.exporting());
 
-    let database = TestDatabase::create(Backend::Sqlite).await;
-    let catalog = catalog_svc::Application::build(&catalog_svc::Config {
-        listen: "127.0.0.1:0".into(),
-        db: DbArgs {
-            database_url: database.url().to_owned(),
-            db_pool_size: 2,
-            slow_query_ms: 1_000,
-            n_plus_one_threshold: 5,
-        },
-        cache_addr: None,
-        no_migrate: false,
-    })
-    .await
-    .unwrap();
-    catalog_svc::seed::run(catalog.db(), 5, false)
-        .await
-        .unwrap();
-    let catalog_addr = catalog.local_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(catalog.run_until_stopped(stop.clone()));
-    let gateway = gateway::Application::build(&gateway::Config {
-        listen: "127.0.0.1:0".into(),
-        catalog_addr: format!("http://{catalog_addr}"),
-        enrollment_addr: None,
-        cache_addr: None,
-        auth_jwt_secret: "tracing-test".into(),
-        upstream_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap();
-    let gateway_addr = gateway.local_addr();
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let databases = [
+        TestDatabase::create(Backend::Sqlite).await,
+        TestDatabase::create(Backend::Sqlite).await,
+    ];
+    let mut config = PlatformConfig::new(databases[0].url(), databases[1].url(), "tracing-test");
+    config.cache = CacheStore::Off;
+    config.demo_data = DemoData::Catalog;
+    let platform = Platform::start(&config).await.unwrap();
+    let gateway_addr = platform.gateway_addr();
 
     let response = reqwest::get(format!("http://{gateway_addr}/v1/catalog?page_size=2"))
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    stop.cancel();
+    platform.stop().await.unwrap();
     // Dropping the guard flushes the batch of spans to the collector.
     drop(telemetry);
 

@@ -19,16 +19,6 @@ pub struct DbArgs {
 }
 
 impl DbArgs {
-    /// The flag defaults for `database_url` (tests, the monolith).
-    pub fn new(database_url: impl Into<String>) -> Self {
-        Self {
-            database_url: database_url.into(),
-            db_pool_size: 16,
-            slow_query_ms: 100,
-            n_plus_one_threshold: 5,
-        }
-    }
-
     pub fn slow_query_threshold(&self) -> Duration {
         Duration::from_millis(self.slow_query_ms)
     }

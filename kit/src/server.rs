@@ -18,6 +18,12 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+    /// The server's task never returned: it panicked or was aborted.
+    #[error("server task on {addr} ended abnormally: {source}")]
+    Task {
+        addr: String,
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Binds a listener; port 0 picks a free port (tests), read it back with `local_addr`.
@@ -117,6 +123,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    /// [`Running::exited`] has returned the task's outcome: there is nothing left to wait for.
+    reported: bool,
 }
 
 impl Running {
@@ -128,17 +136,69 @@ impl Running {
             addr,
             shutdown,
             task: tokio::spawn(server),
+            reported: false,
         }
     }
 
     /// Cancels and waits for the server to drain.
-    pub async fn stop(self) -> Result<(), ServeError> {
+    pub async fn stop(mut self) -> Result<(), ServeError> {
         self.shutdown.cancel();
-        self.task.await.unwrap_or_else(|err| {
-            Err(ServeError::Bind {
+        if self.reported {
+            return Ok(());
+        }
+        self.exited().await
+    }
+
+    /// Waits for the server to end without asking it to (cancel `shutdown` for that): `Ok` when
+    /// it returned cleanly, [`ServeError::Task`] when it panicked or was aborted. Once this has
+    /// returned, the outcome is reported: a later call or [`Running::stop`] returns `Ok` at once.
+    pub async fn exited(&mut self) -> Result<(), ServeError> {
+        if self.reported {
+            return Ok(());
+        }
+        let joined = (&mut self.task).await;
+        self.reported = true;
+        joined.unwrap_or_else(|source| {
+            Err(ServeError::Task {
                 addr: self.addr.to_string(),
-                source: std::io::Error::other(err),
+                source,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    #[tokio::test]
+    async fn a_panicked_server_is_reported_as_a_panic_not_a_bind_error() {
+        let running = Running::spawn(addr(), CancellationToken::new(), async {
+            panic!("boom");
+        });
+        let err = running.stop().await.unwrap_err();
+        assert!(matches!(&err, ServeError::Task { source, .. } if source.is_panic()));
+        let message = err.to_string();
+        assert!(
+            message.contains("127.0.0.1:9") && message.contains("panicked"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_aborted_server_is_reported_as_cancelled() {
+        let mut running = Running::spawn(addr(), CancellationToken::new(), async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        running.task.abort();
+        let err = running.exited().await.unwrap_err();
+        assert!(matches!(&err, ServeError::Task { source, .. } if source.is_cancelled()));
+        // The outcome was reported once; stopping afterwards has nothing left to wait for.
+        running.stop().await.unwrap();
     }
 }

@@ -9,6 +9,7 @@ pub mod pg;
 pub mod platform;
 pub mod prepare;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod scale;
 pub mod workload;

@@ -4,11 +4,11 @@ use std::{path::Path, time::Instant};
 
 use anyhow::{Context, bail};
 use learnhub_db::{Db, DbOptions, run_migrations};
-use learnhub_kit::{server::Running, shutdown::CancellationToken};
 
 use crate::{
     machine,
     pg::{DbState, PgAdmin},
+    platform::PlatformOptions,
     scale::{Scale, human_bytes},
 };
 
@@ -184,23 +184,17 @@ async fn seed(scale: Scale, catalog_url: &str, enrollment_url: &str) -> anyhow::
     let catalog_time = started.elapsed();
 
     // enrollment-svc's seed reads the published catalog from a running catalog-svc.
-    let catalog = catalog_svc::Application::build(&catalog_svc::Config {
-        listen: "127.0.0.1:0".into(),
-        db: learnhub_db::DbArgs {
-            database_url: catalog_url.to_owned(),
-            db_pool_size: 8,
-            slow_query_ms: 10_000,
-            n_plus_one_threshold: 5,
-        },
-        cache_addr: None,
-        no_migrate: true,
-    })
+    let platform = learnhub::Platform::start(
+        &PlatformOptions {
+            catalog_url: catalog_url.to_owned(),
+            enrollment_url: enrollment_url.to_owned(),
+            cache: None,
+        }
+        .config(),
+    )
     .await?;
-    let addr = catalog.local_addr();
-    let stop = CancellationToken::new();
-    let running = Running::spawn(addr, stop.clone(), catalog.run_until_stopped(stop));
     let client = enrollment_svc::catalog_client::CatalogClient::connect_lazy(
-        &format!("http://{addr}"),
+        &format!("http://{}", platform.catalog_addr()),
         std::time::Duration::from_secs(30),
     )?;
     let plan = scale.plan();
@@ -211,7 +205,7 @@ async fn seed(scale: Scale, catalog_url: &str, enrollment_url: &str) -> anyhow::
     let enrollment_db = Db::connect(&options(enrollment_url, "perf-report seed")).await?;
     let enrollment_started = Instant::now();
     let learners = enrollment_svc::seed::run(&enrollment_db, &client, plan, true).await;
-    running.stop().await?;
+    platform.stop().await?;
     let learners = learners?;
     let enrollment_time = enrollment_started.elapsed();
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::{
     machine::Machine,
     prepare::Prepared,
-    run::{ConfigResult, Configuration, RunSettings, ScenarioResult},
+    results::{ConfigResult, Configuration, RunSettings, ScenarioResult, StatementLine},
     scale::{Scale, human_bytes},
     workload::Scenario,
 };
@@ -265,7 +265,7 @@ impl RunReport {
              |---|---|---|---|---|---|---|---|\n",
         );
         for result in &self.results {
-            let mut lines: Vec<(&ScenarioResult, &crate::platform::StatementLine)> = result
+            let mut lines: Vec<(&ScenarioResult, &StatementLine)> = result
                 .scenarios
                 .iter()
                 .flat_map(|s| s.top_statements.iter().map(move |l| (s, l)))

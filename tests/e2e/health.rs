@@ -1,19 +1,16 @@
-//! Liveness, readiness and the gRPC health service, with catalog-svc up and then down.
+//! Liveness, readiness and the gRPC health service, with catalog-svc up and then down; server
+//! reflection. None of it depends on the database backend: each test runs once, on SQLite.
 use learnhub_db::Backend;
 use serde_json::Value;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    helpers::{error_of, spawn_platform},
-    on_both_backends,
-};
+use crate::helpers::{error_of, spawn_platform};
 
-on_both_backends!(health_follows_catalog_svc);
-
-async fn health_follows_catalog_svc(backend: Backend) {
-    let mut platform = spawn_platform(backend).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_catalog_svc() {
+    let mut platform = spawn_platform(Backend::Sqlite).await;
     assert_eq!(platform.get_json("/healthz").await["status"], "ok");
     let ready: Value = platform.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
@@ -54,13 +51,12 @@ async fn health_follows_catalog_svc(backend: Backend) {
     }
 }
 
-on_both_backends!(reflection_lists_and_describes_services);
-
 /// What `grpcurl -plaintext HOST:PORT list` and `describe` ask, on both reflection versions.
-async fn reflection_lists_and_describes_services(backend: Backend) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_and_describes_services() {
     use tonic_reflection::pb::{v1, v1alpha};
 
-    let platform = spawn_platform(backend).await;
+    let platform = spawn_platform(Backend::Sqlite).await;
     let channel = tonic::transport::Endpoint::from_shared(platform.url.clone())
         .unwrap()
         .connect()

@@ -1,14 +1,16 @@
-//! `spawn_platform`: cache-svc, catalog-svc, enrollment-svc and the gateway on port 0, each
-//! service over a throwaway database of its own, catalog-svc with the demo catalog.
+//! `spawn_platform`: the whole platform (`learnhub::Platform`) on port 0, each data service over
+//! a throwaway database of its own, catalog-svc with the demo catalog, cache-svc on the real
+//! Redis under a key prefix of the test's own.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use gateway::auth::{Role, issue_token};
-use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
-use learnhub_kit::{server::Running, shutdown::CancellationToken};
+use learnhub::{CacheStore, DemoData, GatewayUpstreams, PlatformConfig, Service, UpstreamHook};
+use learnhub_db::{Backend, Db, testing::TestDatabase};
+use learnhub_kit::shutdown::CancellationToken;
 use learnhub_proto::{
     catalog::v1::{
         CourseStatus, GetCourseRequest, ListCoursesRequest, ListExercisesRequest,
@@ -38,10 +40,7 @@ pub struct Platform {
     /// The calls the gateway made to each service, counted on the wire; only with
     /// [`spawn_counting_platform`].
     pub upstream_calls: Option<UpstreamCalls>,
-    catalog: Option<Running>,
-    enrollment: Option<Running>,
-    gateway_shutdown: CancellationToken,
-    cache_shutdown: CancellationToken,
+    platform: learnhub::Platform,
     proxies_shutdown: CancellationToken,
     // Dropped last: the servers stop before their databases go.
     _catalog_database: TestDatabase,
@@ -50,12 +49,7 @@ pub struct Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.gateway_shutdown.cancel();
         self.proxies_shutdown.cancel();
-        self.cache_shutdown.cancel();
-        for service in [&self.enrollment, &self.catalog].into_iter().flatten() {
-            service.shutdown.cancel();
-        }
     }
 }
 
@@ -144,15 +138,6 @@ async fn spawn_counting_proxy(
     (format!("http://{addr}"), counter)
 }
 
-fn db_args(database: &TestDatabase) -> DbArgs {
-    DbArgs {
-        database_url: database.url().to_owned(),
-        db_pool_size: 4,
-        slow_query_ms: 1_000,
-        n_plus_one_threshold: 5,
-    }
-}
-
 /// gateway + catalog-svc + enrollment-svc + cache-svc (on the real Redis, under a key prefix of
 /// this test's own).
 pub async fn spawn_platform(backend: Backend) -> Platform {
@@ -167,110 +152,59 @@ pub async fn spawn_counting_platform(backend: Backend) -> Platform {
 
 async fn spawn(backend: Backend, count_upstream_calls: bool) -> Platform {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let cache_config = cache_svc::Config {
-        listen: "127.0.0.1:0".into(),
-        redis_url: Some(
-            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        ),
-        key_prefix: format!(
+    let (catalog_database, enrollment_database) =
+        tokio::join!(TestDatabase::create(backend), TestDatabase::create(backend));
+    let mut config = PlatformConfig::new(catalog_database.url(), enrollment_database.url(), SECRET);
+    config.db_pool_size = 4;
+    config.slow_query_ms = 1_000;
+    config.upstream_timeout = Duration::from_secs(5);
+    config.demo_data = DemoData::Catalog;
+    config.cache = CacheStore::Redis {
+        url: std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        key_prefix: Some(format!(
             "lh-test-e2e-{}-{}:",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-        ..cache_svc::Config::default()
+        )),
     };
-    let cache = cache_svc::Application::build(&cache_config)
-        .await
-        .expect("cache-svc starts");
-    let cache_addr = format!("http://{}", cache.local_addr());
-    let cache_shutdown = CancellationToken::new();
-    tokio::spawn(cache.run_until_stopped(cache_shutdown.clone()));
-
-    let (catalog_database, enrollment_database) =
-        tokio::join!(TestDatabase::create(backend), TestDatabase::create(backend));
-    let catalog_config = catalog_svc::Config {
-        listen: "127.0.0.1:0".into(),
-        db: db_args(&catalog_database),
-        cache_addr: Some(cache_addr.clone()),
-        no_migrate: false,
-    };
-    let catalog = catalog_svc::Application::build(&catalog_config)
-        .await
-        .expect("catalog-svc starts");
-    let seeded = catalog_svc::seed::demo(catalog.db())
-        .await
-        .expect("demo seed");
-    assert!(seeded.is_some(), "a fresh database gets the demo catalog");
-    let catalog_db = catalog.db().clone();
-    let catalog_addr = catalog.local_addr();
-    let catalog_url = format!("http://{catalog_addr}");
-    let catalog_shutdown = CancellationToken::new();
-    let catalog = Running::spawn(
-        catalog_addr,
-        catalog_shutdown.clone(),
-        catalog.run_until_stopped(catalog_shutdown),
-    );
-
-    let mut enrollment_config = enrollment_svc::Config::new(
-        "127.0.0.1:0",
-        db_args(&enrollment_database),
-        catalog_url.clone(),
-    );
-    enrollment_config.cache_addr = Some(cache_addr.clone());
-    let enrollment = enrollment_svc::Application::build(&enrollment_config)
-        .await
-        .expect("enrollment-svc starts");
-    let enrollment_db = enrollment.db().clone();
-    let enrollment_addr = enrollment.local_addr();
-    let enrollment_url = format!("http://{enrollment_addr}");
-    let enrollment_shutdown = CancellationToken::new();
-    let enrollment = Running::spawn(
-        enrollment_addr,
-        enrollment_shutdown.clone(),
-        enrollment.run_until_stopped(enrollment_shutdown),
-    );
-
     let proxies_shutdown = CancellationToken::new();
-    let (gateway_catalog, gateway_enrollment, upstream_calls) = if count_upstream_calls {
-        let (catalog_proxy, catalog_calls) =
-            spawn_counting_proxy(&catalog_url, proxies_shutdown.clone()).await;
-        let (enrollment_proxy, enrollment_calls) =
-            spawn_counting_proxy(&enrollment_url, proxies_shutdown.clone()).await;
-        let calls = UpstreamCalls {
-            catalog: catalog_calls,
-            enrollment: enrollment_calls,
-        };
-        (catalog_proxy, enrollment_proxy, Some(calls))
-    } else {
-        (catalog_url.clone(), enrollment_url.clone(), None)
-    };
-
-    let gateway_config = gateway::Config {
-        listen: "127.0.0.1:0".into(),
-        catalog_addr: gateway_catalog,
-        enrollment_addr: Some(gateway_enrollment),
-        cache_addr: Some(cache_addr),
-        auth_jwt_secret: SECRET.into(),
-        upstream_timeout_ms: 5_000,
-    };
-    let app = gateway::Application::build(&gateway_config)
+    let counted = Arc::new(OnceLock::new());
+    if count_upstream_calls {
+        let (shutdown, counted) = (proxies_shutdown.clone(), counted.clone());
+        config.gateway_upstreams = Some(UpstreamHook::new(move |services: GatewayUpstreams| {
+            let (shutdown, counted) = (shutdown.clone(), counted.clone());
+            async move {
+                let (catalog, catalog_calls) =
+                    spawn_counting_proxy(&services.catalog, shutdown.clone()).await;
+                let (enrollment, enrollment_calls) =
+                    spawn_counting_proxy(&services.enrollment, shutdown).await;
+                let _ = counted.set(UpstreamCalls {
+                    catalog: catalog_calls,
+                    enrollment: enrollment_calls,
+                });
+                GatewayUpstreams {
+                    catalog,
+                    enrollment,
+                }
+            }
+        }));
+    }
+    let platform = learnhub::Platform::start(&config)
         .await
-        .expect("gateway starts");
-    let gateway_addr = app.local_addr();
-    let gateway_shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(gateway_shutdown.clone()));
+        .expect("the platform starts");
+    assert!(
+        platform.demo_seed().catalog.is_some(),
+        "a fresh database gets the demo catalog"
+    );
     Platform {
-        url: format!("http://{gateway_addr}"),
+        url: platform.gateway_url(),
         http: reqwest::Client::new(),
-        catalog_url,
-        enrollment_url,
-        catalog_db,
-        enrollment_db,
-        upstream_calls,
-        catalog: Some(catalog),
-        enrollment: Some(enrollment),
-        gateway_shutdown,
-        cache_shutdown,
+        catalog_url: format!("http://{}", platform.catalog_addr()),
+        enrollment_url: format!("http://{}", platform.enrollment_addr()),
+        catalog_db: platform.catalog_db().clone(),
+        enrollment_db: platform.enrollment_db().clone(),
+        upstream_calls: counted.get().cloned(),
+        platform,
         proxies_shutdown,
         _catalog_database: catalog_database,
         _enrollment_database: enrollment_database,
@@ -454,9 +388,7 @@ impl Platform {
 
     /// Stops catalog-svc (the gateway keeps running) and waits for it to drain.
     pub async fn stop_catalog(&mut self) {
-        if let Some(catalog) = self.catalog.take() {
-            catalog.stop().await.unwrap();
-        }
+        self.platform.stop_service(Service::Catalog).await.unwrap();
     }
 }
 

@@ -1,4 +1,5 @@
 //! gRPC and gRPC-Web behaviour, including the enrollment/cache forwarding rules.
+use learnhub_kit::testing::grpc_web;
 use learnhub_proto::{
     cache::v1::{GetStatsRequest, InvalidatePatternRequest},
     catalog::v1::{
@@ -271,14 +272,11 @@ async fn learners_touch_only_their_own_enrollments() {
 async fn grpc_web_over_http1() {
     let gw = spawn_gateway(Options::default()).await;
     let message = ListCategoriesRequest {}.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&message);
     let response = gw
         .post("/learnhub.gateway.v1.GatewayService/ListCategories")
-        .header("content-type", "application/grpc-web+proto")
+        .header("content-type", grpc_web::CONTENT_TYPE)
         .header("x-grpc-web", "1")
-        .body(frame)
+        .body(grpc_web::frame(&message))
         .send()
         .await
         .unwrap();
@@ -291,14 +289,14 @@ async fn grpc_web_over_http1() {
             .starts_with("application/grpc-web")
     );
     let body = response.bytes().await.unwrap();
-    assert_eq!(body[0], 0, "first frame is data");
-    let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
-    let categories = ListCategoriesResponse::decode(&body[5..5 + len]).unwrap();
+    let response = grpc_web::split_unary(&body);
+    let categories = ListCategoriesResponse::decode(response.message).unwrap();
     assert_eq!(categories.categories[0].slug, "basics");
-    let trailers = &body[5 + len..];
-    assert_eq!(trailers[0], 0x80, "then the trailers frame");
-    let trailers = String::from_utf8_lossy(&trailers[5..]);
-    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    assert!(
+        response.trailers.contains("grpc-status:0"),
+        "{}",
+        response.trailers
+    );
 }
 
 #[tokio::test]

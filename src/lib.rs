@@ -1,0 +1,691 @@
+//! learnhub's whole platform in one process: [`Platform`] builds cache-svc, catalog-svc,
+//! enrollment-svc and the gateway from one [`PlatformConfig`], serves each on its own task and
+//! stops them all as soon as one of them fails. The monolith (`learnhub`), the end-to-end tests and
+//! perf-report all start the platform here, so each service's `Config` is written in this file
+//! only.
+use std::{fmt, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use learnhub_db::{Db, DbArgs};
+use learnhub_kit::{
+    server::{Running, ServeError},
+    shutdown::CancellationToken,
+};
+
+pub mod cli;
+mod monolith;
+
+/// Where every service but the gateway listens: loopback, any free port.
+const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
+/// The deadline of enrollment-svc's catalog calls while it seeds demo learners.
+const SEED_CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One of the four servers of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Gateway,
+    Catalog,
+    Enrollment,
+    Cache,
+}
+
+impl Service {
+    /// The name the service goes by in logs, flags and the README.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Catalog => "catalog-svc",
+            Self::Enrollment => "enrollment-svc",
+            Self::Cache => "cache-svc",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What cache-svc stores in, if the platform has a cache at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStore {
+    /// No cache-svc: every read goes to the databases (perf-report's uncached configurations).
+    Off,
+    /// cache-svc with its bounded in-process store.
+    InProcess,
+    /// cache-svc on this Redis, every key under `key_prefix` (cache-svc's default when `None`).
+    Redis {
+        url: String,
+        key_prefix: Option<String>,
+    },
+}
+
+/// Demo data written at start, into databases that hold none yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoData {
+    None,
+    /// The demo catalog: categories, courses, lessons, exercises.
+    Catalog,
+    /// The demo catalog, then learners with enrollments, progress and submissions.
+    CatalogAndLearners,
+}
+
+/// What [`Platform::start`] seeded (`None`: that database already had data, or no seed asked).
+#[derive(Debug, Default)]
+pub struct DemoSeed {
+    pub catalog: Option<catalog_svc::seed::SeedReport>,
+    pub learners: Option<enrollment_svc::seed::SeedReport>,
+}
+
+/// The catalog-svc and enrollment-svc URLs the gateway calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayUpstreams {
+    pub catalog: String,
+    pub enrollment: String,
+}
+
+type UpstreamsFuture = Pin<Box<dyn Future<Output = GatewayUpstreams> + Send>>;
+
+/// Given where catalog-svc and enrollment-svc listen, says where the gateway should call them:
+/// the end-to-end tests put counting proxies in between.
+#[derive(Clone)]
+pub struct UpstreamHook(Arc<dyn Fn(GatewayUpstreams) -> UpstreamsFuture + Send + Sync>);
+
+impl UpstreamHook {
+    pub fn new<F, Fut>(route: F) -> Self
+    where
+        F: Fn(GatewayUpstreams) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = GatewayUpstreams> + Send + 'static,
+    {
+        Self(Arc::new(move |upstreams| Box::pin(route(upstreams))))
+    }
+}
+
+impl fmt::Debug for UpstreamHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UpstreamHook(..)")
+    }
+}
+
+/// How to build the platform. [`PlatformConfig::new`] gives monolithic mode's settings.
+#[derive(Clone)]
+pub struct PlatformConfig {
+    /// Where the gateway listens (port 0 picks a free one); the services take loopback ports.
+    pub listen: String,
+    /// catalog-svc's and enrollment-svc's databases: `postgres://…` or `sqlite://PATH`.
+    pub catalog_database_url: String,
+    pub enrollment_database_url: String,
+    /// Connections of each data service's pool.
+    pub db_pool_size: u32,
+    /// Statements slower than this are logged as slow queries (milliseconds).
+    pub slow_query_ms: u64,
+    pub cache: CacheStore,
+    /// HS256 secret of caller tokens. Never logged.
+    pub auth_jwt_secret: String,
+    /// How long one gateway call to a service may take.
+    pub upstream_timeout: Duration,
+    /// Run pending migrations at start (otherwise the caller manages the schema).
+    pub migrate: bool,
+    pub demo_data: DemoData,
+    pub gateway_upstreams: Option<UpstreamHook>,
+}
+
+impl PlatformConfig {
+    /// Monolithic mode's settings over these databases: the gateway on a free loopback port,
+    /// the in-process cache, 8 connections per pool, migrations, no demo data, 2 s upstream
+    /// timeout.
+    pub fn new(
+        catalog_database_url: impl Into<String>,
+        enrollment_database_url: impl Into<String>,
+        auth_jwt_secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            listen: LOOPBACK_ANY_PORT.into(),
+            catalog_database_url: catalog_database_url.into(),
+            enrollment_database_url: enrollment_database_url.into(),
+            db_pool_size: 8,
+            slow_query_ms: 100,
+            cache: CacheStore::InProcess,
+            auth_jwt_secret: auth_jwt_secret.into(),
+            upstream_timeout: Duration::from_secs(2),
+            migrate: true,
+            demo_data: DemoData::None,
+            gateway_upstreams: None,
+        }
+    }
+}
+
+// By hand, so the secret cannot reach a log through `{:?}`.
+impl fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformConfig")
+            .field("listen", &self.listen)
+            .field("catalog_database_url", &self.catalog_database_url)
+            .field("enrollment_database_url", &self.enrollment_database_url)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("slow_query_ms", &self.slow_query_ms)
+            .field("cache", &self.cache)
+            .field("auth_jwt_secret", &"<redacted>")
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("migrate", &self.migrate)
+            .field("demo_data", &self.demo_data)
+            .field("gateway_upstreams", &self.gateway_upstreams)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("starting {service}: {source}")]
+    Start { service: Service, source: BoxError },
+    #[error("seeding the {what}: {source}")]
+    Seed {
+        what: &'static str,
+        source: BoxError,
+    },
+    #[error("{service} failed: {source}")]
+    Failed {
+        service: Service,
+        source: ServeError,
+    },
+    #[error("{service} stopped on its own while the platform was running")]
+    Exited { service: Service },
+}
+
+impl PlatformError {
+    /// The service the error is about, when it is about one.
+    pub fn service(&self) -> Option<Service> {
+        match self {
+            Self::Start { service, .. }
+            | Self::Failed { service, .. }
+            | Self::Exited { service } => Some(*service),
+            Self::Seed { .. } => None,
+        }
+    }
+}
+
+fn start_error<E>(service: Service) -> impl FnOnce(E) -> PlatformError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |source| PlatformError::Start {
+        service,
+        source: Box::new(source),
+    }
+}
+
+fn seed_error<E>(what: &'static str) -> impl FnOnce(E) -> PlatformError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |source| PlatformError::Seed {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// A server of the platform on its task.
+struct Server {
+    service: Service,
+    running: Running,
+}
+
+impl Server {
+    /// Serves `run` on a task of its own, with a shutdown token of its own.
+    fn spawn<F>(
+        service: Service,
+        addr: SocketAddr,
+        run: impl FnOnce(CancellationToken) -> F,
+    ) -> Self
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        Self {
+            service,
+            running: Running::spawn(addr, stop.clone(), run(stop)),
+        }
+    }
+}
+
+/// gateway + catalog-svc + enrollment-svc + cache-svc, each serving on its own task. Dropping it
+/// asks every server to stop; [`Platform::stop`] also waits for them to drain.
+pub struct Platform {
+    gateway_addr: SocketAddr,
+    catalog_addr: SocketAddr,
+    enrollment_addr: SocketAddr,
+    cache_addr: Option<SocketAddr>,
+    catalog_db: Db,
+    enrollment_db: Db,
+    demo_seed: DemoSeed,
+    /// Front to back: the gateway stops taking calls before the services behind it go.
+    servers: Vec<Server>,
+}
+
+impl Platform {
+    /// Builds every service (each binds its listener), serves them, then seeds the demo data
+    /// asked for. Nothing is served unless every service could be built.
+    pub async fn start(config: &PlatformConfig) -> Result<Self, PlatformError> {
+        let cache = match cache_config(&config.cache) {
+            Some(cache_config) => Some(
+                cache_svc::Application::build(&cache_config)
+                    .await
+                    .map_err(start_error(Service::Cache))?,
+            ),
+            None => None,
+        };
+        let cache_addr = cache.as_ref().map(cache_svc::Application::local_addr);
+        let cache_url = cache_addr.map(|addr| format!("http://{addr}"));
+
+        let catalog = catalog_svc::Application::build(&catalog_config(config, cache_url.clone()))
+            .await
+            .map_err(start_error(Service::Catalog))?;
+        let catalog_addr = catalog.local_addr();
+        let catalog_url = format!("http://{catalog_addr}");
+
+        let enrollment = enrollment_svc::Application::build(&enrollment_config(
+            config,
+            &catalog_url,
+            cache_url.clone(),
+        ))
+        .await
+        .map_err(start_error(Service::Enrollment))?;
+        let enrollment_addr = enrollment.local_addr();
+
+        let mut upstreams = GatewayUpstreams {
+            catalog: catalog_url.clone(),
+            enrollment: format!("http://{enrollment_addr}"),
+        };
+        if let Some(UpstreamHook(route)) = &config.gateway_upstreams {
+            upstreams = route(upstreams).await;
+        }
+        let gateway = gateway::Application::build(&gateway_config(config, upstreams, cache_url))
+            .await
+            .map_err(start_error(Service::Gateway))?;
+        let gateway_addr = gateway.local_addr();
+
+        let catalog_db = catalog.db().clone();
+        let enrollment_db = enrollment.db().clone();
+        let mut servers = vec![
+            Server::spawn(Service::Gateway, gateway_addr, |stop| {
+                gateway.run_until_stopped(stop)
+            }),
+            Server::spawn(Service::Enrollment, enrollment_addr, |stop| {
+                enrollment.run_until_stopped(stop)
+            }),
+            Server::spawn(Service::Catalog, catalog_addr, |stop| {
+                catalog.run_until_stopped(stop)
+            }),
+        ];
+        if let Some(cache) = cache {
+            servers.push(Server::spawn(Service::Cache, cache.local_addr(), |stop| {
+                cache.run_until_stopped(stop)
+            }));
+        }
+        let mut platform = Self {
+            gateway_addr,
+            catalog_addr,
+            enrollment_addr,
+            cache_addr,
+            catalog_db,
+            enrollment_db,
+            demo_seed: DemoSeed::default(),
+            servers,
+        };
+        match platform.seed(config.demo_data, &catalog_url).await {
+            Ok(seeded) => platform.demo_seed = seeded,
+            Err(err) => {
+                let _ = platform.stop().await;
+                return Err(err);
+            }
+        }
+        Ok(platform)
+    }
+
+    /// Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it.
+    async fn seed(
+        &self,
+        demo_data: DemoData,
+        catalog_url: &str,
+    ) -> Result<DemoSeed, PlatformError> {
+        let mut seeded = DemoSeed::default();
+        if demo_data == DemoData::None {
+            return Ok(seeded);
+        }
+        seeded.catalog = catalog_svc::seed::demo(&self.catalog_db)
+            .await
+            .map_err(seed_error("demo catalog"))?;
+        if let Some(report) = &seeded.catalog {
+            tracing::info!(?report, "seeded the demo catalog");
+        }
+        if demo_data == DemoData::CatalogAndLearners {
+            let catalog = enrollment_svc::catalog_client::CatalogClient::connect_lazy(
+                catalog_url,
+                SEED_CATALOG_TIMEOUT,
+            )
+            .map_err(seed_error("demo learners"))?;
+            seeded.learners = enrollment_svc::seed::demo(&self.enrollment_db, &catalog)
+                .await
+                .map_err(seed_error("demo learners"))?;
+            if let Some(report) = &seeded.learners {
+                tracing::info!(?report, "seeded demo learners");
+            }
+        }
+        Ok(seeded)
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    /// `http://` and the gateway's address.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    pub fn catalog_addr(&self) -> SocketAddr {
+        self.catalog_addr
+    }
+
+    pub fn enrollment_addr(&self) -> SocketAddr {
+        self.enrollment_addr
+    }
+
+    /// cache-svc's address; `None` with [`CacheStore::Off`].
+    pub fn cache_addr(&self) -> Option<SocketAddr> {
+        self.cache_addr
+    }
+
+    /// catalog-svc's database (its profiler counts the statements the service ran).
+    pub fn catalog_db(&self) -> &Db {
+        &self.catalog_db
+    }
+
+    /// enrollment-svc's database.
+    pub fn enrollment_db(&self) -> &Db {
+        &self.enrollment_db
+    }
+
+    pub fn demo_seed(&self) -> &DemoSeed {
+        &self.demo_seed
+    }
+
+    /// Waits until a server ends while nobody asked it to, and returns why, naming it:
+    /// [`PlatformError::Failed`] (it returned an error, panicked or was aborted) or
+    /// [`PlatformError::Exited`]. The other servers keep running. `Ok` only when no server is
+    /// left to wait for.
+    pub async fn wait(&mut self) -> Result<(), PlatformError> {
+        if self.servers.is_empty() {
+            return Ok(());
+        }
+        let (outcome, index) = {
+            let (outcome, index, _others) = futures::future::select_all(
+                self.servers
+                    .iter_mut()
+                    .map(|server| Box::pin(server.running.exited())),
+            )
+            .await;
+            (outcome, index)
+        };
+        let service = self.servers.remove(index).service;
+        Err(match outcome {
+            Ok(()) => PlatformError::Exited { service },
+            Err(source) => PlatformError::Failed { service, source },
+        })
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops every server. If a server ends first,
+    /// the platform is only half-working: the others are stopped and its error is returned.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: CancellationToken,
+    ) -> Result<(), PlatformError> {
+        let ended = tokio::select! {
+            () = shutdown.cancelled() => None,
+            ended = self.wait() => Some(ended),
+        };
+        match ended {
+            None => self.stop().await,
+            Some(ended) => {
+                if let Err(err) = &ended {
+                    tracing::error!(%err, "a service ended; stopping the others");
+                }
+                if let Err(err) = self.stop().await {
+                    tracing::warn!(%err, "while stopping the other services");
+                }
+                ended
+            }
+        }
+    }
+
+    /// Stops one server and waits for it to drain; the others keep running (the gateway then
+    /// answers UNAVAILABLE for what needs it). Stopping it is not a failure for [`Platform::wait`].
+    pub async fn stop_service(&mut self, service: Service) -> Result<(), PlatformError> {
+        let Some(index) = self.servers.iter().position(|s| s.service == service) else {
+            return Ok(());
+        };
+        let server = self.servers.remove(index);
+        server
+            .running
+            .stop()
+            .await
+            .map_err(|source| PlatformError::Failed { service, source })
+    }
+
+    /// Stops every server, front to back, each draining before the next; the first error is
+    /// returned once all are stopped.
+    pub async fn stop(mut self) -> Result<(), PlatformError> {
+        let mut outcome = Ok(());
+        for Server { service, running } in std::mem::take(&mut self.servers) {
+            if let Err(source) = running.stop().await {
+                tracing::warn!(%service, %source, "stopped with an error");
+                if outcome.is_ok() {
+                    outcome = Err(PlatformError::Failed { service, source });
+                }
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            server.running.shutdown.cancel();
+        }
+    }
+}
+
+// Each service's configuration, written once.
+
+fn db_args(config: &PlatformConfig, database_url: &str) -> DbArgs {
+    DbArgs {
+        database_url: database_url.to_owned(),
+        db_pool_size: config.db_pool_size,
+        slow_query_ms: config.slow_query_ms,
+        n_plus_one_threshold: 5,
+    }
+}
+
+fn cache_config(store: &CacheStore) -> Option<cache_svc::Config> {
+    let (redis_url, key_prefix) = match store {
+        CacheStore::Off => return None,
+        CacheStore::InProcess => (None, None),
+        CacheStore::Redis { url, key_prefix } => (Some(url.clone()), key_prefix.clone()),
+    };
+    let mut cache = cache_svc::Config {
+        listen: LOOPBACK_ANY_PORT.into(),
+        redis_url,
+        ..cache_svc::Config::default()
+    };
+    if let Some(key_prefix) = key_prefix {
+        cache.key_prefix = key_prefix;
+    }
+    Some(cache)
+}
+
+fn catalog_config(config: &PlatformConfig, cache_url: Option<String>) -> catalog_svc::Config {
+    catalog_svc::Config {
+        listen: LOOPBACK_ANY_PORT.into(),
+        db: db_args(config, &config.catalog_database_url),
+        cache_addr: cache_url,
+        no_migrate: !config.migrate,
+    }
+}
+
+fn enrollment_config(
+    config: &PlatformConfig,
+    catalog_url: &str,
+    cache_url: Option<String>,
+) -> enrollment_svc::Config {
+    let mut enrollment = enrollment_svc::Config::new(
+        LOOPBACK_ANY_PORT,
+        db_args(config, &config.enrollment_database_url),
+        catalog_url,
+    );
+    enrollment.cache_addr = cache_url;
+    enrollment.no_migrate = !config.migrate;
+    enrollment
+}
+
+fn gateway_config(
+    config: &PlatformConfig,
+    upstreams: GatewayUpstreams,
+    cache_url: Option<String>,
+) -> gateway::Config {
+    gateway::Config {
+        listen: config.listen.clone(),
+        catalog_addr: upstreams.catalog,
+        enrollment_addr: Some(upstreams.enrollment),
+        cache_addr: cache_url,
+        auth_jwt_secret: config.auth_jwt_secret.clone().into(),
+        upstream_timeout_ms: u64::try_from(config.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use learnhub_db::{Backend, testing::TestDatabase};
+
+    use super::*;
+
+    /// The whole platform on two fresh SQLite files, with the in-process cache.
+    async fn platform() -> (Platform, [TestDatabase; 2]) {
+        let databases = [
+            TestDatabase::create(Backend::Sqlite).await,
+            TestDatabase::create(Backend::Sqlite).await,
+        ];
+        let config = PlatformConfig::new(databases[0].url(), databases[1].url(), "fail-fast");
+        let platform = Platform::start(&config).await.unwrap();
+        (platform, databases)
+    }
+
+    fn server(platform: &mut Platform, service: Service) -> &mut Server {
+        platform
+            .servers
+            .iter_mut()
+            .find(|server| server.service == service)
+            .unwrap()
+    }
+
+    /// Every listener of the platform refuses connections: nothing is left serving.
+    async fn assert_all_closed(addrs: &[SocketAddr]) {
+        for addr in addrs {
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{addr} still accepts connections"
+            );
+        }
+    }
+
+    fn addrs(platform: &Platform) -> Vec<SocketAddr> {
+        let mut addrs = vec![
+            platform.gateway_addr(),
+            platform.catalog_addr(),
+            platform.enrollment_addr(),
+        ];
+        addrs.extend(platform.cache_addr());
+        addrs
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crashed_service_stops_the_whole_platform_with_an_error_naming_it() {
+        let (mut platform, _databases) = platform().await;
+        let addrs = addrs(&platform);
+        server(&mut platform, Service::Catalog).running.task.abort();
+
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            platform.run_until_stopped(CancellationToken::new()),
+        )
+        .await
+        .expect("the platform stops without a signal")
+        .unwrap_err();
+        assert_eq!(err.service(), Some(Service::Catalog), "{err}");
+        assert!(matches!(err, PlatformError::Failed { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("catalog-svc failed"), "{message}");
+        assert_all_closed(&addrs).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicked_service_is_named_with_its_panic() {
+        let (mut platform, _databases) = platform().await;
+        let cache = server(&mut platform, Service::Cache);
+        cache.running.shutdown.cancel();
+        let addr = cache.running.addr;
+        // Stand-in for a cache-svc whose task panics while serving.
+        let replaced = std::mem::replace(
+            &mut cache.running,
+            Running::spawn(addr, CancellationToken::new(), async {
+                panic!("the store fell over")
+            }),
+        );
+        replaced.stop().await.unwrap();
+
+        let err = platform.wait().await.unwrap_err();
+        let message = err.to_string();
+        assert_eq!(err.service(), Some(Service::Cache), "{message}");
+        assert!(message.starts_with("cache-svc failed"), "{message}");
+        assert!(message.contains("the store fell over"), "{message}");
+        platform.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_that_stops_on_its_own_is_an_error_too() {
+        let (mut platform, _databases) = platform().await;
+        server(&mut platform, Service::Enrollment)
+            .running
+            .shutdown
+            .cancel();
+
+        let err = platform.wait().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlatformError::Exited {
+                    service: Service::Enrollment
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("enrollment-svc stopped"),
+            "{err}"
+        );
+        platform.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_or_a_deliberate_stop_is_not_a_failure() {
+        let (mut platform, _databases) = platform().await;
+        let addrs = addrs(&platform);
+        platform.stop_service(Service::Catalog).await.unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        platform.run_until_stopped(shutdown).await.unwrap();
+        assert_all_closed(&addrs).await;
+    }
+}
