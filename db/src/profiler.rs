@@ -177,10 +177,6 @@ impl QueryProfiler {
         })
     }
 
-    pub fn settings(&self) -> ProfilerSettings {
-        self.settings
-    }
-
     /// Statements finished since start (errors included). Tests diff it around a call.
     pub fn statement_count(&self) -> u64 {
         self.statements.load(Ordering::SeqCst)
