@@ -130,6 +130,10 @@ pub struct PlatformConfig {
     pub migrate: bool,
     pub demo_data: DemoData,
     pub gateway_upstreams: Option<UpstreamHook>,
+    /// Give catalog-svc, enrollment-svc and cache-svc each a `/metrics` listener on a free
+    /// loopback port ([`Platform::metrics_addr`]). Off by default: the process has one metrics
+    /// registry, served with every service's series by the gateway's `GET /metrics`.
+    pub service_metrics_listeners: bool,
 }
 
 impl PlatformConfig {
@@ -153,6 +157,7 @@ impl PlatformConfig {
             migrate: true,
             demo_data: DemoData::None,
             gateway_upstreams: None,
+            service_metrics_listeners: false,
         }
     }
 }
@@ -172,6 +177,7 @@ impl fmt::Debug for PlatformConfig {
             .field("migrate", &self.migrate)
             .field("demo_data", &self.demo_data)
             .field("gateway_upstreams", &self.gateway_upstreams)
+            .field("service_metrics_listeners", &self.service_metrics_listeners)
             .finish()
     }
 }
@@ -257,6 +263,8 @@ pub struct Platform {
     catalog_addr: SocketAddr,
     enrollment_addr: SocketAddr,
     cache_addr: Option<SocketAddr>,
+    /// The services' own `/metrics` listeners, when [`PlatformConfig::service_metrics_listeners`].
+    metrics_addrs: Vec<(Service, SocketAddr)>,
     catalog_db: Db,
     enrollment_db: Db,
     demo_seed: DemoSeed,
@@ -268,7 +276,7 @@ impl Platform {
     /// Builds every service (each binds its listener), serves them, then seeds the demo data
     /// asked for. Nothing is served unless every service could be built.
     pub async fn start(config: &PlatformConfig) -> Result<Self, PlatformError> {
-        let cache = match cache_config(&config.cache) {
+        let cache = match cache_config(config) {
             Some(cache_config) => Some(
                 cache_svc::Application::build(&cache_config)
                     .await
@@ -305,6 +313,21 @@ impl Platform {
             .await
             .map_err(start_error(Service::Gateway))?;
         let gateway_addr = gateway.local_addr();
+        let mut metrics_addrs = vec![(Service::Gateway, gateway_addr)];
+        metrics_addrs.extend(
+            [
+                (Service::Catalog, catalog.metrics_addr()),
+                (Service::Enrollment, enrollment.metrics_addr()),
+                (
+                    Service::Cache,
+                    cache
+                        .as_ref()
+                        .and_then(cache_svc::Application::metrics_addr),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(service, addr)| Some((service, addr?))),
+        );
 
         let catalog_db = catalog.db().clone();
         let enrollment_db = enrollment.db().clone();
@@ -329,6 +352,7 @@ impl Platform {
             catalog_addr,
             enrollment_addr,
             cache_addr,
+            metrics_addrs,
             catalog_db,
             enrollment_db,
             demo_seed: DemoSeed::default(),
@@ -396,6 +420,16 @@ impl Platform {
     /// cache-svc's address; `None` with [`CacheStore::Off`].
     pub fn cache_addr(&self) -> Option<SocketAddr> {
         self.cache_addr
+    }
+
+    /// Where `service` serves `GET /metrics`: the gateway on its own port; the other services
+    /// only with [`PlatformConfig::service_metrics_listeners`]. In one process every address
+    /// serves the same registry.
+    pub fn metrics_addr(&self, service: Service) -> Option<SocketAddr> {
+        self.metrics_addrs
+            .iter()
+            .find(|(listed, _)| *listed == service)
+            .map(|(_, addr)| *addr)
     }
 
     /// catalog-svc's database (its profiler counts the statements the service ran).
@@ -509,14 +543,25 @@ fn db_args(config: &PlatformConfig, database_url: &str) -> DbArgs {
     }
 }
 
-fn cache_config(store: &CacheStore) -> Option<cache_svc::Config> {
-    let (redis_url, key_prefix) = match store {
+/// Where a service behind the gateway serves its metrics: nowhere unless asked (see
+/// [`PlatformConfig::service_metrics_listeners`]).
+fn service_metrics_addr(config: &PlatformConfig) -> String {
+    if config.service_metrics_listeners {
+        LOOPBACK_ANY_PORT.into()
+    } else {
+        String::new()
+    }
+}
+
+fn cache_config(config: &PlatformConfig) -> Option<cache_svc::Config> {
+    let (redis_url, key_prefix) = match &config.cache {
         CacheStore::Off => return None,
         CacheStore::InProcess => (None, None),
         CacheStore::Redis { url, key_prefix } => (Some(url.clone()), key_prefix.clone()),
     };
     let mut cache = cache_svc::Config {
         listen: LOOPBACK_ANY_PORT.into(),
+        metrics_addr: service_metrics_addr(config),
         redis_url,
         ..cache_svc::Config::default()
     };
@@ -529,6 +574,7 @@ fn cache_config(store: &CacheStore) -> Option<cache_svc::Config> {
 fn catalog_config(config: &PlatformConfig, cache_url: Option<String>) -> catalog_svc::Config {
     catalog_svc::Config {
         listen: LOOPBACK_ANY_PORT.into(),
+        metrics_addr: service_metrics_addr(config),
         db: db_args(config, &config.catalog_database_url),
         cache_addr: cache_url,
         no_migrate: !config.migrate,
@@ -547,6 +593,7 @@ fn enrollment_config(
     );
     enrollment.cache_addr = cache_url;
     enrollment.no_migrate = !config.migrate;
+    enrollment.metrics_addr = service_metrics_addr(config);
     enrollment
 }
 
@@ -562,6 +609,10 @@ fn gateway_config(
         cache_addr: cache_url,
         auth_jwt_secret: config.auth_jwt_secret.clone().into(),
         upstream_timeout_ms: u64::try_from(config.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+        auth_jwt_previous_secrets: Vec::new(),
+        auth_jwt_issuer: None,
+        auth_jwt_audience: None,
+        auth_max_token_hours: gateway::auth::DEFAULT_MAX_TOKEN_HOURS,
     }
 }
 
@@ -577,7 +628,11 @@ mod tests {
             TestDatabase::create(Backend::Sqlite).await,
             TestDatabase::create(Backend::Sqlite).await,
         ];
-        let config = PlatformConfig::new(databases[0].url(), databases[1].url(), "fail-fast");
+        let config = PlatformConfig::new(
+            databases[0].url(),
+            databases[1].url(),
+            "fail-fast-test-secret-of-at-least-32-bytes",
+        );
         let platform = Platform::start(&config).await.unwrap();
         (platform, databases)
     }
@@ -676,6 +731,52 @@ mod tests {
             "{err}"
         );
         platform.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_services_metrics_listeners_are_off_unless_asked_for() {
+        let databases = [
+            TestDatabase::create(Backend::Sqlite).await,
+            TestDatabase::create(Backend::Sqlite).await,
+        ];
+        let mut config = PlatformConfig::new(
+            databases[0].url(),
+            databases[1].url(),
+            "metrics-test-secret-of-at-least-32-bytes",
+        );
+        let platform = Platform::start(&config).await.unwrap();
+        assert_eq!(
+            platform.metrics_addr(Service::Gateway),
+            Some(platform.gateway_addr())
+        );
+        for service in [Service::Catalog, Service::Enrollment, Service::Cache] {
+            assert_eq!(platform.metrics_addr(service), None, "{service}");
+        }
+        platform.stop().await.unwrap();
+
+        config.service_metrics_listeners = true;
+        let platform = Platform::start(&config).await.unwrap();
+        let mut listeners = Vec::new();
+        for service in [Service::Catalog, Service::Enrollment, Service::Cache] {
+            let addr = platform.metrics_addr(service).unwrap();
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            // One registry per process: every listener serves every service's series.
+            for name in ["gateway", "catalog-svc", "enrollment-svc", "cache-svc"] {
+                let build_info = format!("learnhub_build_info{{service=\"{name}\"");
+                assert!(
+                    text.contains(&build_info),
+                    "{service}: {build_info} in\n{text}"
+                );
+            }
+            listeners.push(addr);
+        }
+        platform.stop().await.unwrap();
+        assert_all_closed(&listeners).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

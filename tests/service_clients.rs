@@ -4,7 +4,7 @@
 //! subscriber is process-global.
 #![allow(clippy::unwrap_used)]
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
-    trace::v1::Span,
+    trace::v1::{Span, span::SpanKind},
 };
 
 fn db_args(database: &TestDatabase) -> DbArgs {
@@ -43,6 +43,7 @@ async fn catalog_replica(
 ) -> (SocketAddr, learnhub_db::Db) {
     let catalog = catalog_svc::Application::build(&catalog_svc::Config {
         listen: "127.0.0.1:0".into(),
+        metrics_addr: String::new(),
         db: db_args(database),
         cache_addr,
         no_migrate: false,
@@ -223,6 +224,7 @@ async fn trace_context_reaches_catalog_svc_and_cache_svc() {
     );
     let telemetry = learnhub_kit::telemetry::init_with_endpoint(
         "learnhub-test",
+        env!("CARGO_PKG_VERSION"),
         "text",
         Some(&format!("http://{otlp}")),
     );
@@ -267,32 +269,38 @@ async fn trace_context_reaches_catalog_svc_and_cache_svc() {
     let spans = collector.spans.lock().unwrap();
     let enroll = spans
         .iter()
-        .find(|span| span.name == "/learnhub.enrollment.v1.EnrollmentService/Enroll")
+        .find(|span| span.name == "learnhub.enrollment.v1.EnrollmentService/Enroll")
         .unwrap_or_else(|| panic!("no Enroll span in {:?}", names(&spans)));
     let trace: Vec<&Span> = spans
         .iter()
         .filter(|span| span.trace_id == enroll.trace_id)
         .collect();
-    let ids: HashSet<&[u8]> = trace.iter().map(|span| span.span_id.as_slice()).collect();
     for (callee, prefix) in [
-        ("catalog-svc", "/learnhub.catalog.v1.CatalogService/"),
-        ("cache-svc", "/learnhub.cache.v1.CacheService/"),
+        ("catalog-svc", "learnhub.catalog.v1.CatalogService/"),
+        ("cache-svc", "learnhub.cache.v1.CacheService/"),
     ] {
         let served = trace
             .iter()
-            .find(|span| span.name.starts_with(prefix))
+            .find(|span| span.name.starts_with(prefix) && span.kind == SpanKind::Server as i32)
             .unwrap_or_else(|| {
                 panic!(
-                    "{callee} has no span in the Enroll trace: {:?}",
+                    "{callee} has no server span in the Enroll trace: {:?}",
                     names(&trace)
                 )
             });
-        // Its parent is a span of enrollment-svc's in the same trace: the context crossed the hop.
-        assert!(
-            ids.contains(served.parent_span_id.as_slice()),
-            "{} has no parent in the trace",
+        // Its parent is enrollment-svc's client span for the same call, in the same trace: the
+        // context crossed the hop.
+        let parent = trace
+            .iter()
+            .find(|span| span.span_id == served.parent_span_id)
+            .unwrap_or_else(|| panic!("{} has no parent in the trace", served.name));
+        assert_eq!(
+            parent.kind,
+            SpanKind::Client as i32,
+            "{}'s parent",
             served.name
         );
+        assert_eq!(parent.name, served.name);
     }
 }
 

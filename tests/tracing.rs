@@ -42,6 +42,7 @@ async fn a_request_is_one_trace_across_services() {
     );
     let telemetry = learnhub_kit::telemetry::init_with_endpoint(
         "learnhub-test",
+        env!("CARGO_PKG_VERSION"),
         "text",
         Some(&format!("http://{otlp}")),
     );
@@ -51,7 +52,11 @@ async fn a_request_is_one_trace_across_services() {
         TestDatabase::create(Backend::Sqlite).await,
         TestDatabase::create(Backend::Sqlite).await,
     ];
-    let mut config = PlatformConfig::new(databases[0].url(), databases[1].url(), "tracing-test");
+    let mut config = PlatformConfig::new(
+        databases[0].url(),
+        databases[1].url(),
+        "tracing-test-secret-of-at-least-32-bytes",
+    );
     config.cache = CacheStore::Off;
     config.demo_data = DemoData::Catalog;
     let platform = Platform::start(&config).await.unwrap();
@@ -91,11 +96,11 @@ async fn a_request_is_one_trace_across_services() {
     );
     let page_trace = traces
         .values()
-        .find(|names| names.contains("/v1/catalog"))
+        .find(|names| names.contains("GET /v1/catalog"))
         .unwrap_or_else(|| panic!("no trace for the page: {traces:?}"));
     for upstream in [
-        "/learnhub.catalog.v1.CatalogService/GetCatalogSummary",
-        "/learnhub.catalog.v1.CatalogService/ListCourses",
+        "learnhub.catalog.v1.CatalogService/GetCatalogSummary",
+        "learnhub.catalog.v1.CatalogService/ListCourses",
     ] {
         assert!(
             page_trace.contains(upstream),

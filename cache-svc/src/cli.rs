@@ -38,11 +38,19 @@ impl Cli {
     pub async fn run(self) -> Result<(), crate::Error> {
         let result = match self.command {
             Command::Serve { config, log } => {
-                let _telemetry = learnhub_kit::telemetry::init("cache-svc", &log.log_format);
+                let _telemetry = learnhub_kit::telemetry::init(
+                    "cache-svc",
+                    env!("CARGO_PKG_VERSION"),
+                    &log.log_format,
+                );
                 serve(config).await
             }
             Command::Bench { args, log } => {
-                let _telemetry = learnhub_kit::telemetry::init("cache-svc", &log.log_format);
+                let _telemetry = learnhub_kit::telemetry::init(
+                    "cache-svc",
+                    env!("CARGO_PKG_VERSION"),
+                    &log.log_format,
+                );
                 crate::bench::run(&args).await.map(drop)
             }
         };

@@ -8,6 +8,9 @@ pub struct Config {
     /// Address to serve gRPC on (port 0: any free port).
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "0.0.0.0:50053")]
     pub listen: String,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); empty: no metrics listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9453")]
+    pub metrics_addr: String,
     /// Redis to use, e.g. `redis://127.0.0.1:6379`. Absent: the in-process store only.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -37,10 +40,12 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The flag defaults: in-process store, port 50053.
+    /// The flag defaults: in-process store, port 50053; but no metrics listener (embedded and
+    /// test servers would all want port 9453).
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:50053".into(),
+            metrics_addr: String::new(),
             redis_url: None,
             key_prefix: "learnhub:".into(),
             default_ttl_secs: 300,

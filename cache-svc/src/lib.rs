@@ -26,7 +26,11 @@
 //!   with an AOF that syncs every write.
 use std::{net::SocketAddr, sync::Arc};
 
-use learnhub_kit::{server::ServeError, shutdown::CancellationToken};
+use learnhub_kit::{
+    metrics::{self, MetricsListener},
+    server::ServeError,
+    shutdown::CancellationToken,
+};
 use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVICE_NAME};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -52,12 +56,14 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    metrics: Option<MetricsListener>,
     cache: Cache,
     limits: service::Limits,
 }
 
 impl Application {
-    /// Binds `config.listen` (port 0 picks a free port) and starts the store. Redis being down is
+    /// Binds `config.listen` and `config.metrics_addr` (port 0 picks a free port), installs the
+    /// process's metrics recorder if nobody has yet, and starts the store. Redis being down is
     /// not an error: the in-process store serves until it is back.
     pub async fn build(config: &Config) -> Result<Self, Error> {
         if config.key_prefix.is_empty() {
@@ -66,6 +72,7 @@ impl Application {
                 "must not be empty: it keeps this cache's keys apart in a shared Redis",
             ));
         }
+        metrics::install("cache-svc", env!("CARGO_PKG_VERSION"));
         let listener = learnhub_kit::server::bind(&config.listen).await?;
         let addr = listener.local_addr().map_err(|source| {
             Error::Serve(ServeError::Bind {
@@ -73,6 +80,7 @@ impl Application {
                 source,
             })
         })?;
+        let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         let cache = Cache::start(
             cache::CacheOptions {
                 memory_capacity: config.memory_capacity,
@@ -85,6 +93,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            metrics,
             cache,
             limits: service::Limits {
                 default_ttl: config.default_ttl(),
@@ -97,24 +106,30 @@ impl Application {
         self.addr
     }
 
+    /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
+    }
+
     /// The cache behind the service (tests read its state directly).
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
 
-    /// Serves until `shutdown` is cancelled, then stops the background tasks.
+    /// Serves gRPC and the metrics listener until `shutdown` is cancelled, then stops the
+    /// background tasks.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let api = service::CacheApi::new(self.cache.clone(), self.limits);
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = learnhub_kit::server::serve(
+        let grpc = learnhub_kit::server::serve(
             self.listener,
             Routes::new(server),
             &[SERVICE_NAME],
-            shutdown,
-        )
-        .await;
+            shutdown.clone(),
+        );
+        let result = metrics::serve_beside(self.metrics, shutdown, grpc).await;
         self.cache.shutdown().await;
         result
     }

@@ -5,6 +5,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
+    metrics::{self, MetricsListener},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -43,6 +44,9 @@ pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen: String,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); empty: no metrics listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9451")]
+    pub metrics_addr: String,
     #[command(flatten)]
     pub db: DbArgs,
     /// cache-svc address (http://host:port). Without it every read goes to the database.
@@ -66,13 +70,16 @@ pub enum StartError {
 /// A catalog-svc bound to its address, ready to serve.
 pub struct Application {
     listener: TcpListener,
+    metrics: Option<MetricsListener>,
     db: Db,
     cache: Option<CacheClient>,
 }
 
 impl Application {
-    /// Migrates (unless told not to), opens the pool and binds the listener (port 0 works).
+    /// Migrates (unless told not to), opens the pool and binds the listeners (port 0 works),
+    /// installing the process's metrics recorder if nobody has yet.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        metrics::install("catalog-svc", env!("CARGO_PKG_VERSION"));
         if !config.no_migrate {
             let applied = run_migrations(&config.db.database_url, migrations()).await?;
             if !applied.is_empty() {
@@ -81,11 +88,21 @@ impl Application {
         }
         let db = Db::connect(&config.db.options("catalog-svc")).await?;
         let cache = learnhub_kit::client::configured(config.cache_addr.as_deref())
-            .map(|addr| CacheClient::connect_lazy(addr, CacheClientOptions::default()))
+            .map(|addr| {
+                CacheClient::connect_lazy(
+                    addr,
+                    CacheClientOptions {
+                        caller: "catalog-svc",
+                        ..CacheClientOptions::default()
+                    },
+                )
+            })
             .transpose()?;
         let listener = server::bind(&config.listen).await?;
+        let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         Ok(Self {
             listener,
+            metrics,
             db,
             cache,
         })
@@ -95,6 +112,11 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     /// The cache client, when CACHE_ADDR is set (tests read its counters).
@@ -107,10 +129,12 @@ impl Application {
         &self.db
     }
 
+    /// Serves gRPC and the metrics listener until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
         let routes =
             learnhub_db::profiled(tonic::service::Routes::new(CatalogServiceServer::new(api)));
-        server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
+        let grpc = server::serve(self.listener, routes, &[SERVICE_NAME], shutdown.clone());
+        metrics::serve_beside(self.metrics, shutdown, grpc).await
     }
 }

@@ -6,7 +6,11 @@ use learnhub_kit::telemetry;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("catalog-svc", &cli.log.log_format);
+    let _telemetry = telemetry::init(
+        "catalog-svc",
+        env!("CARGO_PKG_VERSION"),
+        &cli.log.log_format,
+    );
     cli::run(cli.command).await
 }
 

@@ -8,6 +8,7 @@ use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
     client::{self, ClientOptions, Resolver},
+    metrics::{self, MetricsListener},
     server::{self, ServeError},
     shutdown::CancellationToken,
 };
@@ -50,6 +51,9 @@ pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052")]
     pub listen: String,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); empty: no metrics listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9452")]
+    pub metrics_addr: String,
     #[command(flatten)]
     pub db: DbArgs,
     /// cache-svc address (http://host:port). Without it every read goes to the database.
@@ -75,10 +79,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings with every optional flag at its default (tests, the monolith).
+    /// Settings with every optional flag at its default (tests, the monolith), except the
+    /// metrics listener, which is off: embedded servers would all want the same port.
     pub fn new(listen: impl Into<String>, db: DbArgs, catalog_addr: impl Into<String>) -> Self {
         Self {
             listen: listen.into(),
+            metrics_addr: String::new(),
             db,
             cache_addr: None,
             catalog_addr: catalog_addr.into(),
@@ -109,14 +115,17 @@ pub enum StartError {
 /// An enrollment-svc bound to its address, ready to serve.
 pub struct Application {
     listener: TcpListener,
+    metrics: Option<MetricsListener>,
     learners: learners::Learners,
     max_submission_bytes: usize,
 }
 
 impl Application {
     /// Migrates (unless told not to), opens the pool, prepares the catalog-svc client (it
-    /// connects on first use) and binds the listener (port 0 works).
+    /// connects on first use) and binds the listeners (port 0 works), installing the process's
+    /// metrics recorder if nobody has yet.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        metrics::install("enrollment-svc", env!("CARGO_PKG_VERSION"));
         if !config.no_migrate {
             let applied = run_migrations(&config.db.database_url, migrations()).await?;
             if !applied.is_empty() {
@@ -132,12 +141,23 @@ impl Application {
             },
         )?;
         let cache_client = client::configured(config.cache_addr.as_deref())
-            .map(|addr| CacheClient::connect(addr, CacheClientOptions::default(), &config.resolver))
+            .map(|addr| {
+                CacheClient::connect(
+                    addr,
+                    CacheClientOptions {
+                        caller: "enrollment-svc",
+                        ..CacheClientOptions::default()
+                    },
+                    &config.resolver,
+                )
+            })
             .transpose()?;
         let cache = cache::LearnerCache::new(cache_client);
         let listener = server::bind(&config.listen).await?;
+        let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         Ok(Self {
             listener,
+            metrics,
             learners: learners::Learners::new(db, catalog, cache),
             max_submission_bytes: config.max_submission_bytes,
         })
@@ -149,16 +169,23 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
+    }
+
     /// The database the service uses (tests read its profiler; the monolith seeds it).
     pub fn db(&self) -> &Db {
         self.learners.db()
     }
 
+    /// Serves gRPC and the metrics listener until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let api = service::EnrollmentApi::new(self.learners, self.max_submission_bytes);
         let routes = learnhub_db::profiled(tonic::service::Routes::new(
             EnrollmentServiceServer::new(api),
         ));
-        server::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await
+        let grpc = server::serve(self.listener, routes, &[SERVICE_NAME], shutdown.clone());
+        metrics::serve_beside(self.metrics, shutdown, grpc).await
     }
 }

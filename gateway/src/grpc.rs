@@ -42,14 +42,17 @@ impl GatewayGrpc {
 
     /// The caller (from `authorization` metadata) and the message.
     fn open<T>(&self, request: Request<T>) -> Result<(Option<Caller>, T), Status> {
+        let mut headers = request.metadata().get_all("authorization").iter();
+        let header = headers.next();
+        // Two credentials on one call: which one would be meant is a guess, so none is taken.
+        if headers.next().is_some() {
+            return Err(Status::invalid_argument(
+                "authorization: send one authorization entry, not several",
+            ));
+        }
         let caller = self
             .gateway
-            .authenticate(
-                request
-                    .metadata()
-                    .get("authorization")
-                    .map(|value| value.as_bytes()),
-            )
+            .authenticate(header.map(|value| value.as_bytes()))
             .map_err(|err| Error::from(err).to_status())?;
         Ok((caller, request.into_inner()))
     }

@@ -21,7 +21,6 @@ use learnhub_proto::gateway::v1::gateway_service_server::SERVICE_NAME;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tower::Layer;
 
 pub use crate::{error::Error, grpc::GatewayGrpc, state::Gateway};
 
@@ -40,12 +39,25 @@ pub struct Config {
     /// cache-svc's gRPC address. Absent: cache admin calls answer UNAVAILABLE.
     #[arg(long, env = "CACHE_ADDR")]
     pub cache_addr: Option<String>,
-    /// HS256 secret that signs caller tokens. Never logged.
+    /// HS256 secret that signs caller tokens, at least 32 bytes. Never logged.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, value_parser = secret)]
     pub auth_jwt_secret: SecretString,
     /// How long one upstream call may take before the caller gets UNAVAILABLE (milliseconds).
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 2000)]
     pub upstream_timeout_ms: u64,
+    /// Earlier secrets still accepted while a rotation rolls out (comma-separated, each at least
+    /// 32 bytes); tokens are verified with them, never signed. Never logged.
+    #[arg(long, env = "AUTH_JWT_PREVIOUS_SECRETS", hide_env_values = true, value_parser = secret, value_delimiter = ',')]
+    pub auth_jwt_previous_secrets: Vec<SecretString>,
+    /// The `iss` claim every caller token must carry (unchecked when absent).
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// The `aud` claim every caller token must name (when absent, a token naming an audience is refused).
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+    /// The longest token lifetime accepted, in hours: `exp - iat` (or `exp - now` without `iat`).
+    #[arg(long, env = "AUTH_MAX_TOKEN_HOURS", default_value_t = auth::DEFAULT_MAX_TOKEN_HOURS)]
+    pub auth_max_token_hours: u64,
 }
 
 /// A secret from a flag or the environment; its `Debug` is `[REDACTED]`, so it cannot reach a log.
@@ -76,15 +88,8 @@ impl Application {
             config.cache_addr.as_deref(),
             &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms)),
         )?;
-        let gateway = Arc::new(Gateway::new(
-            upstreams,
-            auth::TokenVerifier::new(config.auth_jwt_secret.expose_secret()).map_err(|_| {
-                Error::Config {
-                    flag: "--auth-jwt-secret",
-                    reason: "must not be empty".into(),
-                }
-            })?,
-        ));
+        let gateway = Arc::new(Gateway::new(upstreams, token_verifier(config)?));
+        learnhub_kit::metrics::install("gateway", env!("CARGO_PKG_VERSION"));
         let listener = bind(&config.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen.clone(),
@@ -108,10 +113,37 @@ impl Application {
     }
 }
 
+/// The verifier of caller tokens; a weak secret or an impossible rule stops the start, naming its
+/// flag (never the secret). Empty entries (`AUTH_JWT_ISSUER=`) mean the same as absent ones.
+fn token_verifier(config: &Config) -> Result<auth::TokenVerifier, Error> {
+    let given = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+    let previous: Vec<&str> = config
+        .auth_jwt_previous_secrets
+        .iter()
+        .map(ExposeSecret::expose_secret)
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    let rules = auth::TokenRules {
+        issuer: given(&config.auth_jwt_issuer),
+        audience: given(&config.auth_jwt_audience),
+        max_lifetime: Duration::from_secs(config.auth_max_token_hours.saturating_mul(3600)),
+    };
+    auth::TokenVerifier::with_rules(config.auth_jwt_secret.expose_secret(), &previous, rules)
+        .map_err(|err| Error::Config {
+            flag: match err {
+                auth::VerifierConfigError::SecretTooShort => "--auth-jwt-secret",
+                auth::VerifierConfigError::PreviousSecretTooShort { .. } => {
+                    "--auth-jwt-previous-secrets"
+                }
+                auth::VerifierConfigError::NoLifetime => "--auth-max-token-hours",
+            },
+            reason: err.to_string(),
+        })
+}
+
 /// REST routes plus the gRPC service. gRPC-Web wraps only the gRPC service: on the whole server
 /// it would answer 400 to plain HTTP/1 REST requests.
 pub fn routes(gateway: Arc<Gateway>) -> Routes {
     let grpc = GatewayGrpc::new(gateway.clone()).into_server();
-    let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc);
-    Routes::from(rest::router(gateway)).add_service(grpc_web)
+    Routes::from(rest::router(gateway)).add_service(learnhub_kit::server::grpc_web(grpc))
 }

@@ -17,7 +17,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = learnhub_kit::telemetry::init("gateway", &cli.log.log_format);
+    let _telemetry =
+        learnhub_kit::telemetry::init("gateway", env!("CARGO_PKG_VERSION"), &cli.log.log_format);
     let shutdown = learnhub_kit::shutdown::on_signal();
     let result = match gateway::Application::build(&cli.config).await {
         Ok(app) => app

@@ -86,9 +86,13 @@ impl Upstreams {
         let cache = client::configured(cache)
             .map(|addr| upstream("--cache-addr", CACHE, CACHE_SERVICE, addr))
             .transpose()?;
-        let page_cache = cache
-            .as_ref()
-            .map(|up| CacheClient::from_channel(up.channel.clone(), CacheClientOptions::default()));
+        let page_cache = cache.as_ref().map(|up| {
+            let options = CacheClientOptions {
+                caller: "gateway",
+                ..CacheClientOptions::default()
+            };
+            CacheClient::from_channel(up.channel.clone(), options)
+        });
         Ok(Self {
             catalog: upstream("--catalog-addr", CATALOG, CATALOG_SERVICE, catalog)?,
             enrollment: client::configured(enrollment)

@@ -6,8 +6,11 @@
 //!   every call to the one pod a ClusterIP picked, so a host name is re-resolved periodically and
 //!   calls are balanced over every address it returns (tonic has no resolver of its own, hence
 //!   this small loop);
-//! - **trace context**: the W3C `traceparent` of the caller's span goes out with every call, so
-//!   one request is one trace across the services;
+//! - **trace context and metrics**: every call gets a client span (`package.Service/Method`,
+//!   `otel.kind=client`, `rpc.*`, `peer.service` naming the callee, `rpc.grpc.status_code` when
+//!   it ends) whose W3C `traceparent` goes out with the call, so the callee's server span is its
+//!   child and one request is one trace across the services; its duration goes to
+//!   `learnhub_rpc_client_duration_seconds{peer, rpc_service, rpc_method, grpc_code}`;
 //! - **a deadline per call**: every call carries `grpc-timeout` (the caller's own, when it set a
 //!   shorter one) and is abandoned with `DEADLINE_EXCEEDED` when it passes, even while the
 //!   channel is still connecting or has no endpoint at all.
@@ -26,6 +29,9 @@ use tonic::{
     transport::{Channel, Endpoint, Uri, channel::Change},
 };
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::rpc_call::{ObservedBody, RpcCall, Side, code_of_error};
 
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
@@ -235,7 +241,11 @@ impl Service<http::Request<Body>> for ServiceChannel {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        crate::telemetry::inject_trace_headers(request.headers_mut());
+        let path = request.uri().path();
+        let span = crate::telemetry::rpc_client_span(self.service, path);
+        let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
+        // The client span's context, not the caller's: the callee's span is the client span's child.
+        crate::telemetry::inject_trace_context(&span, request.headers_mut());
         let timeout = request
             .headers()
             .get("grpc-timeout")
@@ -246,17 +256,30 @@ impl Service<http::Request<Body>> for ServiceChannel {
         }
         let channel = self.inner.clone();
         let service = self.service;
-        Box::pin(async move {
-            let call = async move { channel.oneshot(request).await.map_err(Into::into) };
-            match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result,
-                // tonic turns a boxed Status back into that status.
-                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
-                    "{service} did not answer within {} ms",
-                    timeout.as_millis()
-                ))) as tower::BoxError),
+        Box::pin(
+            async move {
+                let sent = async move { channel.oneshot(request).await.map_err(Into::into) };
+                let answered = match tokio::time::timeout(timeout, sent).await {
+                    Ok(result) => result,
+                    // tonic turns a boxed Status back into that status.
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "{service} did not answer within {} ms",
+                        timeout.as_millis()
+                    ))) as tower::BoxError),
+                };
+                match answered {
+                    Ok(response) if call.finish_from_head(&response) => Ok(response),
+                    Ok(response) => {
+                        Ok(response.map(|body| Body::new(ObservedBody::new(body, Some(call)))))
+                    }
+                    Err(err) => {
+                        call.finish(code_of_error(err.as_ref()));
+                        Err(err)
+                    }
+                }
             }
-        })
+            .instrument(span),
+        )
     }
 }
 

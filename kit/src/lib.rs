@@ -4,7 +4,9 @@
 
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod page_token;
+mod rpc_call;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

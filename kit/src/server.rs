@@ -1,11 +1,26 @@
 //! gRPC server bootstrap shared by every service: health (`grpc.health.v1`), server reflection
-//! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown.
-use std::{future::Future, net::SocketAddr};
+//! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown, and a
+//! server span plus RED metrics for every request ([`ServerTelemetryLayer`]).
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic::{server::NamedService, service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+pub use crate::rpc_call::ObservedBody;
+use crate::{
+    rpc_call::{RpcCall, Side},
+    telemetry,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -18,6 +33,11 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The server's task never returned: it panicked or was aborted.
     #[error("server task on {addr} ended abnormally: {source}")]
     Task {
@@ -97,7 +117,7 @@ pub async fn serve(
     };
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .trace_fn(crate::telemetry::request_span)
+        .layer(ServerTelemetryLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     // In-flight calls get DRAIN_TIMEOUT to finish; a stream that never ends (a health Watch)
@@ -117,6 +137,154 @@ pub async fn serve(
 /// How long in-flight calls may take to finish after a shutdown signal (Kubernetes' default
 /// grace period is 30 s).
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A server span around every request, and the RED metrics of every gRPC call (gRPC-Web
+/// included), continuing the caller's trace from its `traceparent`:
+///
+/// - gRPC: span `package.Service/Method` with `rpc.*` attributes; when the call ends,
+///   `rpc.grpc.status_code` (from `grpc-status` in the response headers of a trailers-only
+///   answer, else from the trailers frame at the end of the body) and
+///   `learnhub_rpc_server_duration_seconds{rpc_service, rpc_method, grpc_code}`;
+/// - anything else (REST, probes): span `METHOD` with `http.request.method` and
+///   `http.response.status_code`; the router that knows the route template names it
+///   ([`record_http_route`]) and records the HTTP metric.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTelemetryLayer;
+
+impl<S> Layer<S> for ServerTelemetryLayer {
+    type Service = ServerTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTelemetry(inner)
+    }
+}
+
+/// The service [`ServerTelemetryLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct ServerTelemetry<S>(S);
+
+/// What the server layer leaves in a request's extensions for the layers inside it.
+#[derive(Clone)]
+enum ServerSide {
+    Rpc { call: Arc<RpcCall>, grpc_web: bool },
+    Http(tracing::Span),
+}
+
+fn content_type(headers: &http::HeaderMap) -> &str {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for ServerTelemetry<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    ResBody: http_body::Body + Unpin,
+    ResBody::Error: std::error::Error + 'static,
+{
+    type Response = http::Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let content_type = content_type(request.headers());
+        if content_type.starts_with("application/grpc") {
+            let grpc_web = content_type.starts_with("application/grpc-web");
+            let path = request.uri().path();
+            let span = telemetry::rpc_server_span(path);
+            telemetry::continue_trace(&span, request.headers());
+            let call = RpcCall::start(span.clone(), Side::Server, path);
+            request.extensions_mut().insert(ServerSide::Rpc {
+                call: call.clone(),
+                grpc_web,
+            });
+            let response = self.0.call(request).instrument(span);
+            Box::pin(async move {
+                let response = response
+                    .await
+                    .inspect_err(|_| call.finish(tonic::Code::Unknown))?;
+                let call = (!call.finish_from_head(&response)).then_some(call);
+                Ok(response.map(|body| ObservedBody::new(body, call)))
+            })
+        } else {
+            let span = telemetry::http_server_span(request.method(), request.uri().path());
+            telemetry::continue_trace(&span, request.headers());
+            request
+                .extensions_mut()
+                .insert(ServerSide::Http(span.clone()));
+            let response = self.0.call(request).instrument(span.clone());
+            Box::pin(async move {
+                let response = response.await?;
+                telemetry::record_http_status(&span, response.status());
+                Ok(response.map(|body| ObservedBody::new(body, None)))
+            })
+        }
+    }
+}
+
+/// Names the server span of an HTTP request after the route its router matched (`GET
+/// /v1/courses/{key}`, recorded as `http.route` too). Call it from the router that knows the
+/// template; a request that did not come through [`serve`] has no such span, and nothing
+/// happens.
+pub fn record_http_route<B>(request: &http::Request<B>, route: &str) {
+    if let Some(ServerSide::Http(span)) = request.extensions().get::<ServerSide>() {
+        telemetry::record_http_route(span, request.method(), route);
+    }
+}
+
+/// `service` answering gRPC-Web as well as gRPC (`tonic_web::GrpcWebLayer`), with the status of
+/// each gRPC-Web call read inside the translation: outside it, the trailers are bytes of the
+/// body. Add the result to the routes like the service itself.
+pub fn grpc_web<S>(service: S) -> tonic_web::GrpcWebService<GrpcWebStatus<S>> {
+    tonic_web::GrpcWebLayer::new().layer(GrpcWebStatus(service))
+}
+
+/// Reads the status of a gRPC-Web call inside the gRPC-Web translation (see [`grpc_web`]).
+#[derive(Debug, Clone)]
+pub struct GrpcWebStatus<S>(S);
+
+impl<S: NamedService> NamedService for GrpcWebStatus<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for GrpcWebStatus<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body + Unpin,
+    ResBody::Error: std::error::Error + 'static,
+{
+    type Response = http::Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = match request.extensions().get::<ServerSide>() {
+            Some(ServerSide::Rpc {
+                call,
+                grpc_web: true,
+            }) => Some(call.clone()),
+            _ => None,
+        };
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let call = call.filter(|call| !call.finish_from_head(&response));
+            Ok(response.map(|body| ObservedBody::new(body, call)))
+        })
+    }
+}
 
 /// A server task bound to its address, for tests and the monolith.
 pub struct Running {

@@ -1,27 +1,52 @@
 //! Logs and traces. RUST_LOG filters (default `info`), LOG_FORMAT picks text or JSON; with
 //! OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/gRPC (Jaeger takes them on 4317)
-//! and W3C trace context crosses every gRPC hop, so one request is one trace.
-use std::io::IsTerminal;
+//! and W3C trace context crosses every gRPC hop, so one request is one trace. JSON log lines
+//! written inside a span carry its `trace_id` and `span_id`, so a log line leads to its trace.
+//!
+//! Spans follow OpenTelemetry's conventions: a gRPC call is `package.Service/Method` on both
+//! ends (`otel.kind` server or client, `rpc.system`, `rpc.service`, `rpc.method`,
+//! `rpc.grpc.status_code`); an HTTP request is `METHOD /route/{template}` (`http.request.method`,
+//! `http.route`, `http.response.status_code`). Sampling follows OTEL_TRACES_SAMPLER and
+//! OTEL_TRACES_SAMPLER_ARG; the resource is OTEL_SERVICE_NAME (else the service's own name),
+//! `service.version` and OTEL_RESOURCE_ATTRIBUTES.
+use std::{
+    io::IsTerminal,
+    sync::{Arc, OnceLock},
+};
 
 use opentelemetry::{
-    global,
+    KeyValue, global,
     propagation::{Extractor, Injector},
-    trace::TracerProvider as _,
+    trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    resource::TelemetryResourceDetector,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, filter, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter,
+    fmt::{self, FmtContext, FormatEvent, FormatFields, MakeWriter, format::Writer},
+    prelude::*,
+    registry::{LookupSpan, Registry},
+};
 
-/// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
+/// Keeps the trace pipeline alive; dropping it flushes the spans still buffered.
 #[must_use = "keep the guard until the process ends: dropping it stops trace export"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    exporting: bool,
 }
 
 impl Telemetry {
+    /// Spans leave the process (an OTLP endpoint is configured and this call installed the
+    /// subscriber).
     pub fn exporting(&self) -> bool {
-        self.provider.is_some()
+        self.exporting
     }
 }
 
@@ -40,39 +65,113 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber once (later calls, as in tests or the monolith, only return a
 /// guard that exports nothing), exporting spans to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
-/// `service_name` is used unless OTEL_SERVICE_NAME says otherwise. Call from inside the tokio
-/// runtime: the OTLP exporter is a tonic client.
-pub fn init(service_name: &str, log_format: &str) -> Telemetry {
+/// `service_name` is used unless OTEL_SERVICE_NAME says otherwise; `service_version` is the
+/// calling crate's (`env!("CARGO_PKG_VERSION")`). Call from inside the tokio runtime: the OTLP
+/// exporter is a tonic client.
+pub fn init(service_name: &str, service_version: &str, log_format: &str) -> Telemetry {
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
-    init_with_endpoint(service_name, log_format, endpoint.as_deref())
+    init_with_endpoint(
+        service_name,
+        service_version,
+        log_format,
+        endpoint.as_deref(),
+    )
 }
 
 /// [`init`] with the OTLP endpoint given rather than read from the environment.
 pub fn init_with_endpoint(
     service_name: &str,
+    service_version: &str,
     log_format: &str,
     otlp_endpoint: Option<&str>,
 ) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = log_format == "json";
+    let (sampling, sampling_problem) = Sampling::from_env();
+    let exporter = otlp_endpoint
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .and_then(span_exporter);
+    let exporting = exporter.is_some();
+    // JSON logs need span ids even when nothing is exported: a provider without an exporter
+    // gives every span its trace and span id (and W3C context still crosses the hops).
+    let provider = (exporting || json).then(|| {
+        let env = |name| std::env::var(name).ok();
+        let resource = resource(
+            service_name,
+            service_version,
+            env("OTEL_SERVICE_NAME").as_deref(),
+            env("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+        );
+        let builder = SdkTracerProvider::builder()
+            .with_sampler(sampling.sampler())
+            .with_resource(resource);
+        match exporter {
+            Some(exporter) => builder.with_batch_exporter(exporter),
+            None => builder,
+        }
+        .build()
+    });
+    let installed = subscriber(filter, json, std::io::stderr, provider.as_ref())
+        .try_init()
+        .is_ok();
+    if !installed {
+        // Another call installed the subscriber first; this provider would export nothing.
+        drop(Telemetry {
+            provider,
+            exporting: false,
+        });
+        return Telemetry {
+            provider: None,
+            exporting: false,
+        };
+    }
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(provider) = &provider {
+        global::set_tracer_provider(provider.clone());
+    }
+    if let Some(problem) = sampling_problem {
+        tracing::warn!(%problem, fallback = ?problem.fallback(), "trace sampling misconfigured");
+    }
+    Telemetry {
+        provider,
+        exporting,
+    }
+}
+
+/// The subscriber [`init`] installs, writing logs to `writer` (tests capture them).
+fn subscriber<W>(
+    filter: EnvFilter,
+    json: bool,
+    writer: W,
+    provider: Option<&SdkTracerProvider>,
+) -> impl Subscriber + Send + Sync + for<'span> LookupSpan<'span>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    // The JSON formatter reads span ids through the dispatcher, which it cannot ask for while an
+    // event is being dispatched: the slot hands it over when the subscriber is installed.
+    let dispatch = DispatchSlot::default();
     // Logs go to stderr, keeping stdout for what a command prints (the monolith's banner, seed
     // reports); colours only when a person is watching.
-    let logs = if log_format == "json" {
+    let logs = if json {
+        let with_ids = dispatch.clone();
         fmt::layer()
             .json()
             .with_current_span(true)
-            .with_writer(std::io::stderr)
+            .map_event_format(|format| WithTraceIds {
+                format,
+                dispatch: with_ids,
+            })
+            .with_writer(writer)
             .boxed()
     } else {
         fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed()
     };
-    let provider = otlp_endpoint
-        .map(str::trim)
-        .filter(|endpoint| !endpoint.is_empty())
-        .and_then(|endpoint| tracer_provider(service_name, endpoint));
-    let traces = provider.as_ref().map(|provider| {
+    let traces = provider.map(|provider| {
         // The transport's own spans would trace the exporter exporting itself.
         let quiet = filter::Targets::new()
             .with_default(tracing::Level::INFO)
@@ -85,69 +184,344 @@ pub fn init_with_endpoint(
             .with_tracer(provider.tracer("learnhub"))
             .with_filter(quiet)
     });
-    let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+    // RUST_LOG filters the logs only: traces keep their own level, so a quiet log does not
+    // silence the traces.
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
         .with(traces)
-        .try_init()
-        .is_ok();
-    if installed {
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        if let Some(provider) = &provider {
-            global::set_tracer_provider(provider.clone());
+        .with(dispatch)
+}
+
+fn span_exporter(endpoint: &str) -> Option<opentelemetry_otlp::SpanExporter> {
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.to_owned())
+        .build()
+        .inspect_err(|err| eprintln!("tracing disabled: OTLP exporter for {endpoint}: {err}"))
+        .ok()
+}
+
+/// The traces' resource: our name and version, overridden by OTEL_RESOURCE_ATTRIBUTES
+/// (`key=value,…`), whose `service.name` OTEL_SERVICE_NAME overrides in turn, as the
+/// OpenTelemetry spec orders them.
+fn resource(
+    service_name: &str,
+    service_version: &str,
+    env_service_name: Option<&str>,
+    env_attributes: Option<&str>,
+) -> Resource {
+    let builder = Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_service_name(service_name.to_owned())
+        .with_attribute(KeyValue::new("service.version", service_version.to_owned()))
+        .with_attributes(resource_attributes(env_attributes.unwrap_or_default()));
+    match env_service_name
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        Some(name) => builder.with_service_name(name.to_owned()),
+        None => builder,
+    }
+    .build()
+}
+
+/// `key1=value1,key2=value2` (values percent-encoded) as attributes; entries without `=` or
+/// with an empty key are skipped.
+fn resource_attributes(text: &str) -> Vec<KeyValue> {
+    text.split(',')
+        .filter_map(|entry| {
+            let (key, value) = entry.split_once('=')?;
+            let key = key.trim();
+            (!key.is_empty()).then(|| KeyValue::new(key.to_owned(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
         }
-        Telemetry { provider }
-    } else {
-        Telemetry { provider: None }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// Which traces are recorded: OTEL_TRACES_SAMPLER (default `parentbased_always_on`) with its
+/// OTEL_TRACES_SAMPLER_ARG ratio (default 1.0). We parse them ourselves: the SDK does too, but
+/// falls back silently (its warnings go to its own internal log, which is off).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Sampling {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio(f64),
+    #[default]
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// A sampler setting that cannot be used, and what is used instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplingError {
+    #[error(
+        "OTEL_TRACES_SAMPLER={value:?} is not one of always_on, always_off, traceidratio, \
+         parentbased_always_on, parentbased_always_off, parentbased_traceidratio; \
+         using parentbased_always_on"
+    )]
+    UnknownSampler { value: String },
+    #[error("OTEL_TRACES_SAMPLER_ARG={value:?} is not a ratio between 0 and 1; using 1.0")]
+    BadRatio { value: String, fallback: Sampling },
+}
+
+impl SamplingError {
+    /// The sampling used instead of the one asked for.
+    pub fn fallback(&self) -> Sampling {
+        match self {
+            Self::UnknownSampler { .. } => Sampling::default(),
+            Self::BadRatio { fallback, .. } => *fallback,
+        }
     }
 }
 
-fn tracer_provider(service_name: &str, endpoint: &str) -> Option<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.to_owned())
-        .build();
-    let exporter = match exporter {
-        Ok(exporter) => exporter,
-        Err(err) => {
-            eprintln!("tracing disabled: OTLP exporter for {endpoint}: {err}");
-            return None;
+impl Sampling {
+    /// The sampling the environment asks for, or the fallback and why it was not usable.
+    fn from_env() -> (Self, Option<SamplingError>) {
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        match Self::parse(sampler.as_deref(), arg.as_deref()) {
+            Ok(sampling) => (sampling, None),
+            Err(err) => (err.fallback(), Some(err)),
         }
-    };
-    // Resource::builder() reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the fallback.
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service_name.to_owned());
     }
-    Some(
-        SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource.build())
-            .build(),
+
+    /// `sampler` as OTEL_TRACES_SAMPLER spells it (case and surrounding blanks ignored; absent
+    /// or blank is the default), with `arg` as the ratio of the ratio samplers.
+    pub fn parse(sampler: Option<&str>, arg: Option<&str>) -> Result<Self, SamplingError> {
+        let name = sampler
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let ratio = |with: fn(f64) -> Self| {
+            let Some(text) = arg.map(str::trim).filter(|text| !text.is_empty()) else {
+                return Ok(with(1.0));
+            };
+            match text.parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(with(ratio)),
+                _ => Err(SamplingError::BadRatio {
+                    value: text.to_owned(),
+                    fallback: with(1.0),
+                }),
+            }
+        };
+        match name.as_str() {
+            "" | "parentbased_always_on" => Ok(Self::ParentBasedAlwaysOn),
+            "always_on" => Ok(Self::AlwaysOn),
+            "always_off" => Ok(Self::AlwaysOff),
+            "parentbased_always_off" => Ok(Self::ParentBasedAlwaysOff),
+            "traceidratio" => ratio(Self::TraceIdRatio),
+            "parentbased_traceidratio" => ratio(Self::ParentBasedTraceIdRatio),
+            _ => Err(SamplingError::UnknownSampler {
+                value: sampler.unwrap_or_default().to_owned(),
+            }),
+        }
+    }
+
+    /// The SDK sampler that does it.
+    pub fn sampler(self) -> Sampler {
+        let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+            Self::ParentBasedAlwaysOn => parent_based(Sampler::AlwaysOn),
+            Self::ParentBasedAlwaysOff => parent_based(Sampler::AlwaysOff),
+            Self::ParentBasedTraceIdRatio(ratio) => parent_based(Sampler::TraceIdRatioBased(ratio)),
+        }
+    }
+}
+
+/// The JSON event format with `"trace_id"` and `"span_id"` (lowercase hex, as Jaeger shows
+/// them) first on every line written inside a traced span.
+struct WithTraceIds<F> {
+    format: F,
+    dispatch: DispatchSlot,
+}
+
+/// The dispatcher the subscriber was installed as, kept weakly (it owns the layers that hold
+/// this slot).
+#[derive(Clone, Default)]
+struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let dispatch = self.dispatch.0.get().and_then(WeakDispatch::upgrade);
+        let Some((trace_id, span_id)) =
+            dispatch.and_then(|dispatch| trace_ids(ctx, event, &dispatch))
+        else {
+            return self.format.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.format
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                let comma = if rest.starts_with('}') { "" } else { "," };
+                write!(
+                    writer,
+                    "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"{comma}{rest}"
+                )
+            }
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The trace and span id of the innermost span around the event that has them (spans the
+/// OpenTelemetry layer filters out, like the transport's, are skipped). The spans are looked up
+/// in the registry itself: the log layer's own view leaves out the spans RUST_LOG filters out,
+/// and a WARN line inside an INFO request span still belongs to that request's trace.
+fn trace_ids<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    event: &tracing::Event<'_>,
+    dispatch: &Dispatch,
+) -> Option<(TraceId, SpanId)>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    let innermost = if event.is_contextual() {
+        ctx.current_span().id()?.clone()
+    } else {
+        event.parent()?.clone()
+    };
+    let registry = dispatch.downcast_ref::<Registry>()?;
+    registry
+        .span(&innermost)?
+        .scope()
+        .filter_map(|span| tracing_opentelemetry::get_otel_context(&span.id(), dispatch))
+        .map(|context| context.span().span_context().clone())
+        .find(|span_context| span_context.is_valid())
+        .map(|span_context| (span_context.trace_id(), span_context.span_id()))
+}
+
+/// The server span of a gRPC call (`package.Service/Method`); the status code is recorded when
+/// the call ends.
+pub(crate) fn rpc_server_span(path: &str) -> tracing::Span {
+    let (service, method) = crate::rpc_call::rpc_names(path)
+        .unwrap_or((crate::rpc_call::OTHER, crate::rpc_call::OTHER));
+    tracing::info_span!(
+        "rpc.server",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
     )
 }
 
-/// The server span of one incoming gRPC/HTTP request, continuing the caller's trace when the
-/// request carries a W3C `traceparent` header.
-pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let path = request.uri().path();
-    let span =
-        tracing::info_span!("request", otel.name = %path, otel.kind = "server", path = %path);
-    let parent = global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
-    let _ = span.set_parent(parent);
-    span
+/// The client span of a gRPC call to `peer` (`catalog-svc`).
+pub(crate) fn rpc_client_span(peer: &'static str, path: &str) -> tracing::Span {
+    let (service, method) = crate::rpc_call::rpc_names(path)
+        .unwrap_or((crate::rpc_call::OTHER, crate::rpc_call::OTHER));
+    tracing::info_span!(
+        "rpc.client",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
+        peer.service = peer,
+    )
 }
 
-/// Adds the current span's trace context to an outgoing request's headers (what
-/// [`crate::client::ServiceChannel`] does for every call).
-pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
+/// The server span of a plain HTTP request, named after its method until the router knows its
+/// route ([`record_http_route`]).
+pub(crate) fn http_server_span(method: &http::Method, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "http.server",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        url.path = %path,
+    )
+}
+
+/// Names an HTTP server span after its route template (`GET /v1/courses/{key}`): the router
+/// matched it after the span started, so the name is changed on the started span.
+pub fn record_http_route(span: &tracing::Span, method: &http::Method, route: &str) {
+    let name = format!("{method} {route}");
+    span.record("http.route", route);
+    // The field renames the span in the logs (and an OpenTelemetry span not started yet).
+    span.record("otel.name", name.as_str());
+    span.context().span().update_name(name);
+}
+
+/// Records an HTTP answer's status on its server span (5xx marks the span as failed).
+pub(crate) fn record_http_status(span: &tracing::Span, status: http::StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// Makes `span` continue the caller's trace when the request carries a W3C `traceparent`.
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent =
+        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
+    let _ = span.set_parent(parent);
+}
+
+/// Adds `span`'s trace context to an outgoing request's headers (what
+/// [`crate::client::ServiceChannel`] does for every call, with the call's client span).
+pub fn inject_trace_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
+}
+
+/// Adds the current span's trace context to an outgoing request's headers.
+pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
+    inject_trace_context(&tracing::Span::current(), headers);
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -172,5 +546,268 @@ impl Injector for HeaderInjector<'_> {
         ) {
             self.0.insert(key, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::Value;
+
+    use super::*;
+
+    #[test]
+    fn every_sampler_name_parses() {
+        let parse = |name: &str| Sampling::parse(Some(name), None);
+        assert_eq!(
+            Sampling::parse(None, None),
+            Ok(Sampling::ParentBasedAlwaysOn)
+        );
+        assert_eq!(parse(""), Ok(Sampling::ParentBasedAlwaysOn));
+        assert_eq!(parse("always_on"), Ok(Sampling::AlwaysOn));
+        assert_eq!(parse(" ALWAYS_OFF "), Ok(Sampling::AlwaysOff));
+        assert_eq!(parse("traceidratio"), Ok(Sampling::TraceIdRatio(1.0)));
+        assert_eq!(
+            parse("parentbased_always_on"),
+            Ok(Sampling::ParentBasedAlwaysOn)
+        );
+        assert_eq!(
+            parse("parentbased_always_off"),
+            Ok(Sampling::ParentBasedAlwaysOff)
+        );
+        assert_eq!(
+            Sampling::parse(Some("parentbased_traceidratio"), Some("0.25")),
+            Ok(Sampling::ParentBasedTraceIdRatio(0.25))
+        );
+        assert_eq!(
+            Sampling::parse(Some("traceidratio"), Some(" 0 ")),
+            Ok(Sampling::TraceIdRatio(0.0))
+        );
+        // The argument only matters to the ratio samplers.
+        assert_eq!(
+            Sampling::parse(Some("always_on"), Some("junk")),
+            Ok(Sampling::AlwaysOn)
+        );
+    }
+
+    #[test]
+    fn an_unknown_sampler_falls_back_to_parent_based_always_on_and_says_why() {
+        let err = Sampling::parse(Some("sometimes"), None).unwrap_err();
+        assert_eq!(err.fallback(), Sampling::ParentBasedAlwaysOn);
+        let message = err.to_string();
+        assert!(
+            message.contains("\"sometimes\"") && message.contains("parentbased_traceidratio"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_ratio_falls_back_to_sampling_everything() {
+        for bad in ["1.5", "-0.1", "half", "NaN"] {
+            let err = Sampling::parse(Some("parentbased_traceidratio"), Some(bad)).unwrap_err();
+            assert_eq!(
+                err.fallback(),
+                Sampling::ParentBasedTraceIdRatio(1.0),
+                "{bad}"
+            );
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    fn attribute(resource: &Resource, key: &'static str) -> Option<String> {
+        resource
+            .get(&opentelemetry::Key::from_static_str(key))
+            .map(|value| match value {
+                Value::String(text) => text.to_string(),
+                other => other.to_string(),
+            })
+    }
+
+    #[test]
+    fn the_resource_names_the_service_and_its_version() {
+        let resource = resource("gateway", "1.2.3", None, None);
+        assert_eq!(
+            attribute(&resource, "service.name").as_deref(),
+            Some("gateway")
+        );
+        assert_eq!(
+            attribute(&resource, "service.version").as_deref(),
+            Some("1.2.3")
+        );
+        assert_eq!(
+            attribute(&resource, "telemetry.sdk.language").as_deref(),
+            Some("rust")
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_resource_in_the_specs_order() {
+        let built = resource(
+            "gateway",
+            "1.2.3",
+            None,
+            Some("deployment.environment=prod, service.name=edge ,team=a%2Cb,broken,=x"),
+        );
+        assert_eq!(attribute(&built, "service.name").as_deref(), Some("edge"));
+        assert_eq!(
+            attribute(&built, "deployment.environment").as_deref(),
+            Some("prod")
+        );
+        assert_eq!(attribute(&built, "team").as_deref(), Some("a,b"));
+        assert_eq!(
+            attribute(&built, "service.version").as_deref(),
+            Some("1.2.3")
+        );
+        // OTEL_SERVICE_NAME wins over everything.
+        let built = resource("gateway", "1", Some("front"), Some("service.name=edge"));
+        assert_eq!(attribute(&built, "service.name").as_deref(), Some("front"));
+        let built = resource("gateway", "1", Some("  "), None);
+        assert_eq!(
+            attribute(&built, "service.name").as_deref(),
+            Some("gateway")
+        );
+    }
+
+    /// Log lines captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Captured {
+        type Writer = Self;
+
+        fn make_writer(&'w self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let bytes = self.0.lock().unwrap().clone();
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"))
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn json_log_lines_inside_a_span_carry_its_trace_and_span_id() {
+        let provider = SdkTracerProvider::builder().build();
+        let logs = Captured::default();
+        let subscriber = subscriber(EnvFilter::new("info"), true, logs.clone(), Some(&provider));
+        let (trace_id, outer_id, inner_id) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("before any request");
+            let request = rpc_server_span("/learnhub.catalog.v1.CatalogService/ListCourses");
+            let _request = request.enter();
+            tracing::info!(courses = 3, "listed");
+            let query = tracing::info_span!("query");
+            let ids = query.in_scope(|| {
+                tracing::warn!("slow");
+                let context = tracing::Span::current().context();
+                context.span().span_context().span_id()
+            });
+            let context = request.context();
+            let span_context = context.span().span_context().clone();
+            (span_context.trace_id(), span_context.span_id(), ids)
+        });
+        let lines = logs.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[0].get("trace_id"),
+            None,
+            "outside any span: {}",
+            lines[0]
+        );
+        assert_eq!(lines[0]["fields"]["message"], "before any request");
+
+        assert_eq!(lines[1]["trace_id"], trace_id.to_string());
+        assert_eq!(lines[1]["span_id"], outer_id.to_string());
+        assert_eq!(lines[1]["fields"]["courses"], 3);
+        assert_eq!(lines[1]["span"]["name"], "rpc.server");
+        // The innermost span's id, in the same trace.
+        assert_eq!(lines[2]["trace_id"], trace_id.to_string());
+        assert_eq!(lines[2]["span_id"], inner_id.to_string());
+        assert_eq!(lines[2]["level"], "WARN");
+
+        let trace_id = lines[1]["trace_id"].as_str().unwrap();
+        let span_id = lines[1]["span_id"].as_str().unwrap();
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(span_id.len(), 16);
+        assert!(
+            format!("{trace_id}{span_id}")
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+    }
+
+    #[test]
+    fn a_quiet_log_keeps_the_trace_ids_and_the_traces() {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(SpanNames(spans.clone()))
+            .build();
+        let logs = Captured::default();
+        // RUST_LOG=warn: the INFO request span is not logged, but it is traced.
+        let subscriber = subscriber(EnvFilter::new("warn"), true, logs.clone(), Some(&provider));
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let request = rpc_server_span("/learnhub.catalog.v1.CatalogService/ListCourses");
+            let _request = request.enter();
+            tracing::info!("not logged");
+            tracing::warn!("logged");
+            request.context().span().span_context().trace_id()
+        });
+        let lines = logs.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["fields"]["message"], "logged");
+        assert_eq!(lines[0]["trace_id"], trace_id.to_string());
+        assert_eq!(
+            *spans.lock().unwrap(),
+            ["learnhub.catalog.v1.CatalogService/ListCourses"]
+        );
+    }
+
+    /// The names of the spans that ended.
+    #[derive(Debug)]
+    struct SpanNames(Arc<Mutex<Vec<String>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for SpanNames {
+        fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send
+        {
+            let names = batch.into_iter().map(|span| span.name.into_owned());
+            self.0.lock().unwrap().extend(names);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn text_logs_stay_without_ids() {
+        let provider = SdkTracerProvider::builder().build();
+        let logs = Captured::default();
+        let subscriber = subscriber(EnvFilter::new("info"), false, logs.clone(), Some(&provider));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = rpc_server_span("/learnhub.catalog.v1.CatalogService/ListCourses");
+            span.in_scope(|| tracing::info!("listed"));
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("listed"), "{text}");
+        assert!(!text.contains("trace_id"), "{text}");
     }
 }

@@ -28,6 +28,7 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
     let database = TestDatabase::create(backend).await;
     let config = Config {
         listen: "127.0.0.1:0".into(),
+        metrics_addr: String::new(),
         db: DbArgs {
             database_url: database.url().to_owned(),
             db_pool_size: 4,

@@ -29,6 +29,7 @@ impl CatalogServer {
         let database = TestDatabase::create(Backend::Sqlite).await;
         let config = catalog_svc::Config {
             listen: "127.0.0.1:0".into(),
+            metrics_addr: String::new(),
             db: db_args(database.url()),
             cache_addr: None,
             no_migrate: false,

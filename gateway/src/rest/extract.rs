@@ -113,7 +113,8 @@ impl PathSegment {
     }
 }
 
-/// The caller, if an `Authorization` header is sent; a bad header is a 401 even here.
+/// The caller, if an `Authorization` header is sent; a bad header is a 401 even here, and several
+/// are a 400: a proxy and the gateway could otherwise each read a different one.
 pub struct MaybeCaller(pub Option<Caller>);
 
 impl FromRequestParts<Arc<Gateway>> for MaybeCaller {
@@ -123,10 +124,13 @@ impl FromRequestParts<Arc<Gateway>> for MaybeCaller {
         parts: &mut Parts,
         gateway: &Arc<Gateway>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|value| value.as_bytes());
+        let mut headers = parts.headers.get_all(http::header::AUTHORIZATION).iter();
+        let header = headers.next().map(|value| value.as_bytes());
+        if headers.next().is_some() {
+            return Err(Error::invalid(
+                "authorization: send one Authorization header, not several",
+            ));
+        }
         Ok(Self(gateway.authenticate(header)?))
     }
 }

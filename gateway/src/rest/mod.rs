@@ -1,14 +1,16 @@
 //! REST/JSON routes: the public catalog, admin course writes, cache administration and database
-//! statistics, liveness and readiness.
+//! statistics, liveness and readiness, Prometheus metrics.
 pub mod extract;
 pub mod json;
 pub mod learner;
+mod observe;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::{Request, State},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, patch, post},
 };
@@ -29,11 +31,14 @@ use crate::{
     state::Gateway,
 };
 
-/// Every REST route, with JSON answers for unknown paths and methods.
+/// Every REST route, with JSON answers for unknown paths and methods. Each request is observed
+/// ([`observe::observe`]): its span is named after its route and its duration recorded.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // The whole process's metrics (in the monolith, every service's); no token needed.
+        .route("/metrics", get(learnhub_kit::metrics::scrape))
         .route("/v1/catalog", get(catalog_page))
         .route("/v1/courses/{key}", get(course))
         .route("/v1/categories", get(categories))
@@ -62,6 +67,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/admin/db/stats", get(db_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe::observe))
         .with_state(gateway)
 }
 
