@@ -1,4 +1,9 @@
 //! [`CacheClient`]: get-or-load with single flight, leases, bypass and a circuit breaker.
+//!
+//! Each `get_or_load` is a span `cache get` (`cache.key_namespace`, `cache.result` = hit | miss |
+//! bypass | coalesced) around its cache calls and its loader; `invalidate` and `delete` are spans
+//! `cache invalidate` / `cache delete`. Metrics, labelled `service` = the caller:
+//! `learnhub_cache_client_breaker_open` (0/1) and `learnhub_cache_client_bypasses_total`.
 use std::{
     any::Any,
     collections::HashMap,
@@ -18,6 +23,7 @@ use learnhub_proto::cache::v1::{
 use prost::Message;
 use tokio::sync::watch;
 use tonic::Request;
+use tracing::{Instrument, Span, field::Empty};
 
 use crate::{CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker};
 
@@ -125,6 +131,8 @@ impl CacheClient {
     /// A client on a channel made by `learnhub_kit::client::connect` (the gateway shares one
     /// channel between its cache admin calls and its page cache).
     pub fn from_channel(channel: ServiceChannel, options: CacheClientOptions) -> Self {
+        // The series exists from the start: a dashboard can tell "closed" from "no client".
+        metrics::gauge!("learnhub_cache_client_breaker_open", "service" => options.caller).set(0.0);
         Self {
             inner: Arc::new(Inner {
                 client: CacheServiceClient::new(channel),
@@ -155,10 +163,34 @@ impl CacheClient {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let span = tracing::info_span!(
+            "cache get",
+            cache.key_namespace = key.namespace(),
+            cache.result = Empty,
+        );
+        self.get_or_load_in(&span, key, ttl, loader)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`CacheClient::get_or_load`] inside its span, which it tells how the value was found.
+    async fn get_or_load_in<T, E, F, Fut>(
+        &self,
+        span: &Span,
+        key: &CacheKey,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Message + Default + Clone + Send + Sync + 'static,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         loop {
             match self.join_flight(key.as_str()) {
                 Flight::Lead(sender, guard) => {
-                    let result = self.lead(key, ttl, loader).await;
+                    let result = self.lead(span, key, ttl, loader).await;
                     let shared: Shared = match &result {
                         Ok(value) => Ok(Arc::new(value.clone())),
                         Err(err) => Err(Arc::new(err.clone())),
@@ -174,6 +206,7 @@ impl CacheClient {
                         Err(_) => continue,
                     };
                     self.inner.counters.coalesced.fetch_add(1, Relaxed);
+                    span.record("cache.result", "coalesced");
                     match shared {
                         Some(Ok(value)) => {
                             if let Some(value) = value.downcast_ref::<T>() {
@@ -188,7 +221,7 @@ impl CacheClient {
                         None => {}
                     }
                     // Another type under the same key (a caller's bug): load for ourselves.
-                    self.inner.counters.bypasses.fetch_add(1, Relaxed);
+                    self.bypassed(span);
                     self.inner.counters.loader_runs.fetch_add(1, Relaxed);
                     return loader().await;
                 }
@@ -200,25 +233,53 @@ impl CacheClient {
     /// after the database commit. If cache-svc does not answer, the invalidation is retried in
     /// the background and, until it succeeds, this process's loads bypass the cache.
     pub async fn invalidate(&self, pattern: &CachePattern) -> Result<u64, CacheError> {
-        let result = self.send_pattern(pattern.as_str()).await;
-        if let Err(err) = &result
-            && err.is_outage()
-        {
-            self.defer(Pending::Pattern(pattern.as_str().to_owned()));
+        let span = tracing::info_span!(
+            "cache invalidate",
+            cache.key_namespace = pattern.key_namespace(),
+            cache.pattern = pattern.as_str(),
+            cache.removed = Empty,
+            cache.deferred = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+        );
+        async {
+            let result = self.send_pattern(pattern.as_str()).await;
+            if let Err(err) = &result
+                && err.is_outage()
+            {
+                self.defer(Pending::Pattern(pattern.as_str().to_owned()));
+            }
+            record_outcome(&Span::current(), &result);
+            result
         }
-        result
+        .instrument(span)
+        .await
     }
 
     /// Deletes exact keys (same guarantees as [`CacheClient::invalidate`]).
     pub async fn delete(&self, keys: &[CacheKey]) -> Result<u64, CacheError> {
+        let span = tracing::info_span!(
+            "cache delete",
+            cache.key_namespace = keys.first().map(CacheKey::namespace),
+            cache.keys = keys.len(),
+            cache.removed = Empty,
+            cache.deferred = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+        );
         let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
-        let result = self.send_delete(keys.clone()).await;
-        if let Err(err) = &result
-            && err.is_outage()
-        {
-            self.defer(Pending::Keys(keys));
+        async {
+            let result = self.send_delete(keys.clone()).await;
+            if let Err(err) = &result
+                && err.is_outage()
+            {
+                self.defer(Pending::Keys(keys));
+            }
+            record_outcome(&Span::current(), &result);
+            result
         }
-        result
+        .instrument(span)
+        .await
     }
 
     pub fn counters(&self) -> ClientCounters {
@@ -264,7 +325,13 @@ impl CacheClient {
         )
     }
 
-    async fn lead<T, E, F, Fut>(&self, key: &CacheKey, ttl: Duration, loader: F) -> Result<T, E>
+    async fn lead<T, E, F, Fut>(
+        &self,
+        span: &Span,
+        key: &CacheKey,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<T, E>
     where
         T: Message + Default,
         F: FnOnce() -> Fut,
@@ -277,6 +344,7 @@ impl CacheClient {
                 Ok(found) if found.found => match T::decode(found.value.as_slice()) {
                     Ok(value) => {
                         counters.hits.fetch_add(1, Relaxed);
+                        span.record("cache.result", "hit");
                         return Ok(value);
                     }
                     // An entry of another shape (e.g. an older message version): load, and let
@@ -284,18 +352,18 @@ impl CacheClient {
                     Err(err) => {
                         tracing::warn!(key = key.as_str(), %err, "undecodable cache entry");
                         counters.misses.fetch_add(1, Relaxed);
+                        span.record("cache.result", "miss");
                     }
                 },
                 Ok(missed) => {
                     counters.misses.fetch_add(1, Relaxed);
+                    span.record("cache.result", "miss");
                     lease = missed.lease;
                 }
-                Err(_) => {
-                    counters.bypasses.fetch_add(1, Relaxed);
-                }
+                Err(_) => self.bypassed(span),
             }
         } else {
-            counters.bypasses.fetch_add(1, Relaxed);
+            self.bypassed(span);
         }
         counters.loader_runs.fetch_add(1, Relaxed);
         let value = loader().await?;
@@ -308,6 +376,17 @@ impl CacheClient {
             };
         }
         Ok(value)
+    }
+
+    /// A load that skips the cache: counted, and said on the `cache get` span.
+    fn bypassed(&self, span: &Span) {
+        self.inner.counters.bypasses.fetch_add(1, Relaxed);
+        metrics::counter!(
+            "learnhub_cache_client_bypasses_total",
+            "service" => self.inner.options.caller
+        )
+        .increment(1);
+        span.record("cache.result", "bypass");
     }
 
     fn cache_usable(&self) -> bool {
@@ -403,6 +482,17 @@ impl CacheClient {
                 tracing::debug!(%err, "cache-svc call failed");
             }
         }
+        // Only a call's outcome opens or closes the breaker, so this is where it changes.
+        let open = if self.inner.breaker.is_open() {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(
+            "learnhub_cache_client_breaker_open",
+            "service" => self.inner.options.caller
+        )
+        .set(open);
         result
     }
 
@@ -439,6 +529,27 @@ impl CacheClient {
                 }
             }
         });
+    }
+}
+
+/// Says on an invalidate/delete span what came of it.
+fn record_outcome(span: &Span, result: &Result<u64, CacheError>) {
+    match result {
+        Ok(removed) => {
+            span.record("cache.removed", removed);
+        }
+        Err(err) => {
+            span.record("cache.deferred", err.is_outage());
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "error.type",
+                match err {
+                    CacheError::InvalidAddress { .. } => "invalid_address",
+                    CacheError::Timeout => "timeout",
+                    CacheError::Status(_) => "grpc_status",
+                },
+            );
+        }
     }
 }
 

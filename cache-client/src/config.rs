@@ -1,9 +1,12 @@
-//! Client settings: per-call bounds and the circuit breaker.
+//! Client settings: who is calling, per-call bounds and the circuit breaker.
 use std::time::Duration;
 
-/// Timeouts and breaker settings.
+/// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
 pub struct CacheClientOptions {
+    /// The calling service (`catalog-svc`, `gateway`, …): the `service` label of the client's
+    /// metrics (`learnhub_cache_client_*`).
+    pub caller: &'static str,
     /// Bound on each Get/Set made by `get_or_load`.
     pub call_timeout: Duration,
     /// Bound on invalidate/delete: writers can afford to wait longer than readers.
@@ -15,6 +18,7 @@ pub struct CacheClientOptions {
 impl Default for CacheClientOptions {
     fn default() -> Self {
         Self {
+            caller: "unknown",
             call_timeout: Duration::from_millis(50),
             invalidate_timeout: Duration::from_secs(1),
             breaker_failures: 5,

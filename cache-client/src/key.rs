@@ -78,6 +78,12 @@ impl CachePattern {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The namespace the pattern lies in (its text up to the first `:`, which escaping keeps a
+    /// real separator).
+    pub fn key_namespace(&self) -> &str {
+        self.0.split(':').next().unwrap_or_default()
+    }
 }
 
 impl fmt::Display for CachePattern {
@@ -136,6 +142,14 @@ mod tests {
     #[test]
     fn patterns() {
         assert_eq!(CachePattern::namespace("catalog").as_str(), "catalog:*");
+        assert_eq!(
+            CachePattern::namespace("catalog").key_namespace(),
+            "catalog"
+        );
+        assert_eq!(
+            CacheKey::new("a%b").push(1).children().key_namespace(),
+            "a%25b"
+        );
         let key = CacheKey::new("user").push(42);
         assert_eq!(key.children().as_str(), "user:42:*");
         assert_eq!(

@@ -155,6 +155,8 @@ impl Cache {
                 tasks: Mutex::new(Vec::new()),
             }),
         };
+        // Without Redis the in-process store is the cache, not a fallback.
+        report_fallback(false);
         if let Some(redis) = &cache.inner.redis {
             match redis.store.connect().await {
                 Ok(()) => {
@@ -163,6 +165,7 @@ impl Cache {
                 }
                 Err(err) => {
                     tracing::warn!(%err, "redis unreachable at start: serving from the in-process store");
+                    report_fallback(true);
                     cache.spawn_reconnect();
                 }
             }
@@ -423,6 +426,7 @@ impl Cache {
             // Entries left from an earlier outage may have been invalidated on Redis since.
             self.inner.memory.clear().await;
             *mode = Mode::Memory;
+            report_fallback(true);
             drop(mode);
             self.spawn_reconnect();
         }
@@ -473,6 +477,7 @@ impl Cache {
                 // Memory-mode operations journal under the read side: none is half done now.
                 if lock(&redis.journal).is_empty() {
                     *mode = Mode::Redis;
+                    report_fallback(false);
                     redis.reconnecting.store(false, Ordering::SeqCst);
                     return Ok(());
                 }
@@ -545,6 +550,11 @@ impl Cache {
             }
         });
     }
+}
+
+/// `learnhub_cache_fallback_active`: 1 while Redis is configured but the in-process store serves.
+fn report_fallback(active: bool) {
+    metrics::gauge!("learnhub_cache_fallback_active").set(if active { 1.0 } else { 0.0 });
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,5 +1,11 @@
 //! The `learnhub.cache.v1.CacheService` handlers: validate the request, call the cache, map back.
+//!
+//! Each data call runs in a span `cache {Rpc}` (a child of the server's span of the RPC; the Redis
+//! round trips are its children) saying the key's namespace and what came of it: `cache.result`
+//! hit | miss for a Get, counts for the batch calls.
 use std::time::Duration;
+
+use tracing::{Span, field::Empty};
 
 use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, ClearResponse, DeleteRequest, DeleteResponse, GetManyRequest,
@@ -71,36 +77,62 @@ impl CacheApi {
 
 #[tonic::async_trait]
 impl CacheService for CacheApi {
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache Get",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.result = Empty)
+    )]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let key = Key::parse(request.into_inner().key, "key")?;
+        let span = Span::current();
+        span.record("cache.key_namespace", key.namespace());
         let mut found = self.cache.get_many(std::slice::from_ref(&key)).await;
         let entry = found.pop().map(response).unwrap_or_default();
+        span.record("cache.result", if entry.found { "hit" } else { "miss" });
         Ok(Response::new(entry))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache GetMany",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.keys = Empty, cache.hits = Empty)
+    )]
     async fn get_many(
         &self,
         request: Request<GetManyRequest>,
     ) -> Result<Response<GetManyResponse>, Status> {
         let keys = parse_keys(request.into_inner().keys)?;
+        let span = Span::current();
+        span.record("cache.key_namespace", keys.first().map(Key::namespace));
+        span.record("cache.keys", keys.len());
         let found = self.cache.get_many(&keys).await;
+        let hits = found.iter().filter(|f| matches!(f, Lookup::Hit(_))).count();
+        span.record("cache.hits", hits);
         Ok(Response::new(GetManyResponse {
             entries: found.into_iter().map(response).collect(),
         }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache Set",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.stored = Empty)
+    )]
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let entry = self.set_entry(request.into_inner(), "")?;
+        let span = Span::current();
+        span.record("cache.key_namespace", entry.key.namespace());
         let stored = self.cache.set_many(std::slice::from_ref(&entry)).await;
-        Ok(Response::new(SetResponse {
-            stored: stored.first().copied().unwrap_or(false),
-        }))
+        let stored = stored.first().copied().unwrap_or(false);
+        span.record("cache.stored", stored);
+        Ok(Response::new(SetResponse { stored }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache SetMany",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.keys = Empty, cache.stored = Empty)
+    )]
     async fn set_many(
         &self,
         request: Request<SetManyRequest>,
@@ -112,27 +144,48 @@ impl CacheService for CacheApi {
             .enumerate()
             .map(|(i, entry)| self.set_entry(entry, &format!("entries[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let span = Span::current();
+        span.record(
+            "cache.key_namespace",
+            entries.first().map(|e| e.key.namespace()),
+        );
+        span.record("cache.keys", entries.len());
         let stored = self.cache.set_many(&entries).await;
+        span.record("cache.stored", stored.iter().filter(|s| **s).count());
         Ok(Response::new(SetManyResponse { stored }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache Delete",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.keys = Empty, cache.removed = Empty)
+    )]
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let keys = parse_keys(request.into_inner().keys)?;
+        let span = Span::current();
+        span.record("cache.key_namespace", keys.first().map(Key::namespace));
+        span.record("cache.keys", keys.len());
         let deleted = self.cache.delete(&keys).await;
+        span.record("cache.removed", deleted);
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "cache InvalidatePattern",
+        skip_all,
+        fields(cache.key_namespace = Empty, cache.removed = Empty)
+    )]
     async fn invalidate_pattern(
         &self,
         request: Request<InvalidatePatternRequest>,
     ) -> Result<Response<InvalidatePatternResponse>, Status> {
         let pattern = Pattern::parse(&request.into_inner().pattern)?;
+        Span::current().record("cache.key_namespace", pattern.namespace());
         let removed = self.cache.invalidate(&pattern).await;
+        Span::current().record("cache.removed", removed);
         tracing::info!(?pattern, removed, "invalidated");
         Ok(Response::new(InvalidatePatternResponse { removed }))
     }

@@ -1,6 +1,7 @@
-//! Exact request counters, in total and per namespace, and the Redis call latency histogram.
+//! Exact request counters, in total and per namespace, and the Redis call latency histogram;
+//! each per-namespace count also goes to the `learnhub_cache_*_total{namespace}` metrics.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -15,6 +16,9 @@ use learnhub_proto::cache::v1::{CounterSet, NamespaceStats};
 /// client inventing namespaces cannot grow the statistics without bound.
 const MAX_NAMESPACES: usize = 1024;
 pub const OTHER: &str = "_other";
+/// Namespaces with a `namespace` label of their own in the metrics; later ones are labelled
+/// [`OTHER`] (Prometheus series are costlier than entries of the statistics).
+const MAX_METRIC_NAMESPACES: usize = 100;
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -66,6 +70,53 @@ impl Counters {
     }
 }
 
+/// One namespace's counters and their metric handles (taken once, when the namespace is first
+/// seen, so recording costs an atomic add).
+#[derive(Debug)]
+struct Namespace {
+    counters: Counters,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    sets: metrics::Counter,
+    refused_sets: metrics::Counter,
+    invalidations: metrics::Counter,
+    entries_removed: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Namespace {
+    fn new(label: String) -> Self {
+        let counter = |name: &'static str| metrics::counter!(name, "namespace" => label.clone());
+        Self {
+            counters: Counters::default(),
+            hits: counter("learnhub_cache_hits_total"),
+            misses: counter("learnhub_cache_misses_total"),
+            sets: counter("learnhub_cache_sets_total"),
+            refused_sets: counter("learnhub_cache_refused_sets_total"),
+            invalidations: counter("learnhub_cache_invalidations_total"),
+            entries_removed: counter("learnhub_cache_entries_removed_total"),
+            errors: counter("learnhub_cache_errors_total"),
+        }
+    }
+
+    fn record(&self, event: Event) {
+        apply(&self.counters, event);
+        match event {
+            Event::Hit => self.hits.increment(1),
+            Event::Miss => self.misses.increment(1),
+            Event::Stored => self.sets.increment(1),
+            Event::Refused => self.refused_sets.increment(1),
+            // Not a metric of the contract; the statistics keep it.
+            Event::Deleted(_) => {}
+            Event::Invalidated(removed) => {
+                self.invalidations.increment(1);
+                self.entries_removed.increment(removed);
+            }
+            Event::Error => self.errors.increment(1),
+        }
+    }
+}
+
 /// One request outcome, counted in the total and in its namespace.
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
@@ -86,7 +137,10 @@ pub enum Event {
 pub struct Stats {
     started: Instant,
     total: Counters,
-    namespaces: RwLock<HashMap<String, Arc<Counters>>>,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    /// Namespaces labelled as themselves in the metrics; kept across resets, so a namespace
+    /// keeps its series.
+    labelled: Mutex<HashSet<String>>,
     /// Redis call latency in microseconds.
     latency: Mutex<Histogram<u64>>,
 }
@@ -103,13 +157,14 @@ impl Stats {
             started: Instant::now(),
             total: Counters::default(),
             namespaces: RwLock::new(HashMap::new()),
+            labelled: Mutex::new(HashSet::new()),
             latency: Mutex::new(new_histogram()),
         }
     }
 
     pub fn record(&self, namespace: &str, event: Event) {
         apply(&self.total, event);
-        apply(&self.namespace(namespace), event);
+        self.namespace(namespace).record(event);
     }
 
     /// An error that belongs to no namespace (e.g. reading Redis's INFO for the statistics).
@@ -153,9 +208,9 @@ impl Stats {
         };
         let mut out: Vec<NamespaceStats> = map
             .iter()
-            .map(|(namespace, counters)| NamespaceStats {
+            .map(|(namespace, entry)| NamespaceStats {
                 namespace: namespace.clone(),
-                counters: Some(counters.snapshot()),
+                counters: Some(entry.counters.snapshot()),
             })
             .collect();
         out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
@@ -174,11 +229,11 @@ impl Stats {
         }
     }
 
-    fn namespace(&self, namespace: &str) -> Arc<Counters> {
+    fn namespace(&self, namespace: &str) -> Arc<Namespace> {
         if let Ok(map) = self.namespaces.read()
-            && let Some(counters) = map.get(namespace)
+            && let Some(entry) = map.get(namespace)
         {
-            return counters.clone();
+            return entry.clone();
         }
         let mut map = match self.namespaces.write() {
             Ok(map) => map,
@@ -189,7 +244,28 @@ impl Stats {
         } else {
             namespace
         };
-        map.entry(name.to_owned()).or_default().clone()
+        if let Some(entry) = map.get(name) {
+            return entry.clone();
+        }
+        let entry = Arc::new(Namespace::new(self.metric_label(name)));
+        map.insert(name.to_owned(), entry.clone());
+        entry
+    }
+
+    /// `namespace` while fewer than [`MAX_METRIC_NAMESPACES`] have a label, else [`OTHER`].
+    fn metric_label(&self, namespace: &str) -> String {
+        let mut labelled = match self.labelled.lock() {
+            Ok(labelled) => labelled,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if labelled.contains(namespace) {
+            return namespace.to_owned();
+        }
+        if labelled.len() < MAX_METRIC_NAMESPACES {
+            labelled.insert(namespace.to_owned());
+            return namespace.to_owned();
+        }
+        OTHER.to_owned()
     }
 }
 

@@ -2,8 +2,14 @@
 //! test.
 //!
 //! ```text
-//! cargo run --release -p learnhub-kit --example profiler_cost -- [STATEMENTS] [ROUNDS]
+//! cargo run --release -p learnhub-db --example profiler_cost -- [STATEMENTS] [ROUNDS] [--observed]
 //! ```
+//!
+//! Without `--observed` nothing listens: statement spans are not made and metrics go to the no-op
+//! recorder. With it, as in a service exporting traces, a tracing subscriber with an
+//! OpenTelemetry layer (an SDK tracer with no exporter: spans are built, then dropped) and the
+//! Prometheus recorder are installed, and RPC scopes run inside a span, so every statement in
+//! an RPC also makes its span and records its metrics.
 //!
 //! 1. Time spent inside the probe: the probe is wrapped in an instrumentation that times each
 //!    call into it (the wrapper's own cost, measured around a probe that does nothing, is taken
@@ -38,6 +44,7 @@ use learnhub_db::{
     profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope, profile_rpc},
     testing::TestDatabase,
 };
+use tracing::Instrument;
 
 diesel::table! {
     bench_rows (id) {
@@ -207,7 +214,7 @@ fn probe_time_sqlite(path: &str, statement: Statement, statements: usize, rounds
     });
     let mut probed = open();
     probed.set_instrumentation(Timed {
-        inner: profiler.probe(),
+        inner: profiler.probe(Backend::Sqlite),
         spent: Arc::clone(&probe_spent),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -225,10 +232,13 @@ fn probe_time_sqlite(path: &str, statement: Statement, statements: usize, rounds
         };
         wrapper.push_ns(run(&mut empty, &empty_spent), statements);
         probe.push_ns(run(&mut probed, &probe_spent), statements);
-        let in_rpc = runtime.block_on(profile_rpc("/bench/Loop", async {
-            attach(probed.instrumentation());
-            run(&mut probed, &probe_spent)
-        }));
+        let in_rpc = runtime.block_on(
+            profile_rpc("/bench/Loop", async {
+                attach(probed.instrumentation());
+                run(&mut probed, &probe_spent)
+            })
+            .instrument(rpc_span()),
+        );
         attach_none(probed.instrumentation());
         scoped.push_ns(in_rpc, statements);
     }
@@ -270,7 +280,7 @@ async fn probe_time_postgres(url: &str, statement: Statement, statements: usize,
     });
     let mut probed = AsyncPgConnection::establish(url).await.unwrap();
     probed.set_instrumentation(Timed {
-        inner: profiler.probe(),
+        inner: profiler.probe(Backend::Postgres),
         spent: Arc::clone(&probe_spent),
     });
     let (mut wrapper, mut probe, mut scoped) =
@@ -294,6 +304,7 @@ async fn probe_time_postgres(url: &str, statement: Statement, statements: usize,
             }
             read(&probe_spent) - before
         })
+        .instrument(rpc_span())
         .await;
         attach_none(probed.instrumentation());
         scoped.push_ns(in_rpc, statements);
@@ -320,7 +331,9 @@ async fn pooled(db: &Db, statement: Statement, statements: usize, in_rpc: bool) 
         started.elapsed()
     };
     if in_rpc {
-        profile_rpc("/bench/Loop", work).await
+        profile_rpc("/bench/Loop", work)
+            .instrument(rpc_span())
+            .await
     } else {
         work.await
     }
@@ -397,18 +410,44 @@ async fn end_to_end(backend: Backend, database: &TestDatabase, db: &Db, rounds: 
     }
 }
 
+/// The span an RPC scope runs in (the server's span in a service); a no-op when nothing listens.
+fn rpc_span() -> tracing::Span {
+    tracing::info_span!("bench rpc")
+}
+
+/// What a service exporting traces and serving metrics has installed.
+fn observe() -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::prelude::*;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("profiler-cost")))
+        .init();
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder");
+    provider
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mut args = std::env::args().skip(1);
+    let observed = std::env::args().any(|a| a == "--observed");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--observed");
     let n: usize = args
         .next()
         .map_or(20_000, |a| a.parse().expect("STATEMENTS"));
     let rounds: usize = args.next().map_or(7, |a| a.parse().expect("ROUNDS"));
     println!(
         "profiler cost: {n} point lookups and {} 100-id lookups per round, {rounds} rounds, \
-         on a {ROWS}-row table",
-        Statement::Wide.count(n)
+         on a {ROWS}-row table; {}",
+        Statement::Wide.count(n),
+        if observed {
+            "observed (tracing + OpenTelemetry layer, Prometheus recorder)"
+        } else {
+            "nothing listening (no subscriber, no recorder)"
+        }
     );
+    let _provider = observed.then(observe);
     let (sqlite_database, sqlite_db) = prepare(Backend::Sqlite).await;
     let (pg_database, pg_db) = prepare(Backend::Postgres).await;
 

@@ -16,7 +16,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use crate::{
-    Backend, DbError,
+    Backend, DbError, pool_metrics,
     profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope},
 };
 
@@ -46,8 +46,11 @@ enum Pools {
 /// A pool of connections to one database, with the profiler installed on every connection.
 #[derive(Clone)]
 pub struct Db {
-    pools: Pools,
+    /// Shared by the clones; the pool-metrics task holds it weakly, so the pool closes with the
+    /// last clone.
+    pools: Arc<Pools>,
     profiler: Arc<QueryProfiler>,
+    max_connections: u32,
 }
 
 /// A connection checked out of a [`Db`]; returned to the pool on drop.
@@ -101,6 +104,9 @@ macro_rules! db_insert_many {
 }
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the pool gauges are refreshed besides on each checkout (a returned connection
+/// changes them without passing through here).
+const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Opens the pool and one connection, so a wrong URL fails at start.
@@ -108,26 +114,34 @@ impl Db {
         let profiler = QueryProfiler::new(ProfilerSettings {
             slow_threshold: options.slow_query,
             n_plus_one_threshold: options.n_plus_one_threshold,
+            service: options.application_name,
         });
+        let max_connections = options.pool_size.max(1);
         let pools = match Backend::from_url(&options.url)? {
             Backend::Postgres => {
                 let config = pg_config(options.application_name, Arc::clone(&profiler));
                 let manager = PgManager::new_with_config(options.url.clone(), config);
-                Pools::Postgres(build_pool(manager, options.pool_size).await?)
+                Pools::Postgres(build_pool(manager, max_connections).await?)
             }
             Backend::Sqlite => {
                 let path = sqlite_path(&options.url)?;
                 create_parent_dir(&path)?;
                 let config = sqlite_config(Arc::clone(&profiler));
                 let manager = SqliteManager::new_with_config(path, config);
-                Pools::Sqlite(build_pool(manager, options.pool_size).await?)
+                Pools::Sqlite(build_pool(manager, max_connections).await?)
             }
         };
-        Ok(Self { pools, profiler })
+        let db = Self {
+            pools: Arc::new(pools),
+            profiler,
+            max_connections,
+        };
+        db.spawn_pool_metrics();
+        Ok(db)
     }
 
     pub fn backend(&self) -> Backend {
-        match self.pools {
+        match *self.pools {
             Pools::Postgres(_) => Backend::Postgres,
             Pools::Sqlite(_) => Backend::Sqlite,
         }
@@ -141,11 +155,12 @@ impl Db {
     /// statements are attributed to the RPC the calling task is serving (see `profiler`).
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         let unavailable = |err: bb8::RunError<PoolError>| DbError::Unavailable(err.to_string());
-        let mut conn = match &self.pools {
+        let checked_out = match &*self.pools {
             Pools::Postgres(pool) => pool.get_owned().await.map(DbConn::Postgres),
             Pools::Sqlite(pool) => pool.get_owned().await.map(DbConn::Sqlite),
-        }
-        .map_err(unavailable)?;
+        };
+        self.record_pool_metrics();
+        let mut conn = checked_out.map_err(unavailable)?;
         let scope = RpcScope::current();
         let checked_out = &mut conn;
         // Safe to reach the instrumentation here: a checked-out connection has no query in
@@ -158,12 +173,45 @@ impl Db {
         Ok(conn)
     }
 
+    /// Sets the `learnhub_db_pool_*` metrics from bb8's state and statistics, labelled with the
+    /// pool's application name (done on every checkout and every few seconds; cheap: one lock).
+    pub fn record_pool_metrics(&self) {
+        pool_metrics::record(
+            self.profiler.service(),
+            self.max_connections,
+            &self.pools.state(),
+        );
+    }
+
+    fn spawn_pool_metrics(&self) {
+        let pools = Arc::downgrade(&self.pools);
+        let (service, max_connections) = (self.profiler.service(), self.max_connections);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(POOL_METRICS_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let Some(pools) = pools.upgrade() else { return };
+                pool_metrics::record(service, max_connections, &pools.state());
+            }
+        });
+    }
+
     /// One round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), DbError> {
         let mut conn = self.conn().await?;
         let conn = &mut conn;
         db_run!(conn => conn.batch_execute("SELECT 1").await)?;
         Ok(())
+    }
+}
+
+impl Pools {
+    fn state(&self) -> bb8::State {
+        match self {
+            Self::Postgres(pool) => pool.state(),
+            Self::Sqlite(pool) => pool.state(),
+        }
     }
 }
 
@@ -176,7 +224,7 @@ where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
 {
     Pool::builder()
-        .max_size(size.max(1))
+        .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(CHECKOUT_TIMEOUT)
         .build(manager)
@@ -202,7 +250,7 @@ fn pg_config(
             ))
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            conn.set_instrumentation(profiler.probe());
+            conn.set_instrumentation(profiler.probe(Backend::Postgres));
             Ok(conn)
         }
         .boxed()
@@ -224,7 +272,7 @@ fn sqlite_config(profiler: Arc<QueryProfiler>) -> ManagerConfig<SqliteConn> {
             conn.batch_execute(SQLITE_PRAGMAS)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            conn.set_instrumentation(profiler.probe());
+            conn.set_instrumentation(profiler.probe(Backend::Sqlite));
             Ok(conn)
         }
         .boxed()

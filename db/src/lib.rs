@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod database;
 mod error;
+mod pool_metrics;
 pub mod profiler;
 mod rpc_layer;
 mod seed_rng;

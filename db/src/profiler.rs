@@ -1,14 +1,26 @@
 //! Query profiler, always on: diesel instrumentation on every pooled connection counts and times
 //! each statement per normalised SQL text and per RPC, logs slow statements, and flags N+1
-//! patterns (one statement shape repeated within one RPC).
+//! patterns (one statement shape repeated within one RPC). It also makes each statement a
+//! tracing span (child of the RPC's span) and feeds the `learnhub_sql_*` metrics.
 //!
 //! Cost per statement (measured by `examples/profiler_cost.rs`) is kept low by doing little on the
 //! hot path: the SQL text is written into a buffer the connection reuses and bind values are
 //! never formatted; each connection maps the text to its statement shape in a small cache of its
-//! own; a statement's figures are updated under that shape's own lock, not a global one.
+//! own; a statement's figures are updated under that shape's own lock, not a global one; a
+//! shape's span name, summary and metric handles are worked out once, when it is first seen.
+//!
+//! Spans: a statement's span is created when diesel reports its start and closed when diesel
+//! reports its end, so its start and end times are the statement's on both backends; it is never
+//! entered (with SQLite the events fire on a blocking thread, where nothing of the request is
+//! current), and its parent is given explicitly: the span current when the connection was
+//! checked out, else the RPC's (captured when [`profile_rpc`] starts). The RPC scope holds every
+//! handle and drops them when the call ends, so an idle pooled connection never keeps a span
+//! open. Statements outside an RPC scope (start-up, seeding) get no span.
+mod summary;
+
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::{self, Write as _},
     future::Future,
     sync::{
@@ -21,8 +33,10 @@ use std::{
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use hdrhistogram::Histogram;
 use learnhub_proto::common::v1 as pb;
+use tracing::field::Empty;
 
 use crate::Backend;
+use summary::StatementSummary;
 
 tokio::task_local! {
     static CURRENT_RPC: Arc<RpcScope>;
@@ -39,14 +53,21 @@ pub const MAX_LOGGED_CHARS: usize = 1_000;
 const PROBE_CACHE: usize = 256;
 /// What diesel appends to a statement's text before its bind values.
 const BINDS_MARKER: &str = " -- binds: ";
+/// Statement fingerprints labelled one by one in the `learnhub_sql_*` metrics of one pool; later
+/// ones share the label [`OTHER_STATEMENTS`], so a service's series stay bounded.
+pub const MAX_METRIC_STATEMENTS: usize = 100;
+/// The `statement` label of fingerprints beyond [`MAX_METRIC_STATEMENTS`].
+pub const OTHER_STATEMENTS: &str = "other";
 
-/// Thresholds of the profiler.
+/// Thresholds of the profiler, and the service its metrics are labelled with.
 #[derive(Debug, Clone, Copy)]
 pub struct ProfilerSettings {
     /// Statements at least this slow are logged.
     pub slow_threshold: Duration,
     /// The same statement this many times within one RPC is an N+1 warning.
     pub n_plus_one_threshold: u64,
+    /// The `service` label of the metrics (the pool's application name).
+    pub service: &'static str,
 }
 
 impl Default for ProfilerSettings {
@@ -54,6 +75,7 @@ impl Default for ProfilerSettings {
         Self {
             slow_threshold: Duration::from_millis(100),
             n_plus_one_threshold: 5,
+            service: "unknown",
         }
     }
 }
@@ -70,14 +92,38 @@ pub struct QueryProfiler {
     /// Every shape seen, by text. Shapes live as long as the profiler (a reset zeroes their
     /// figures), so connections may keep handles to them.
     shapes: Mutex<HashMap<Arc<str>, Arc<Shape>>>,
+    /// Fingerprints with a `statement` label of their own (at most [`MAX_METRIC_STATEMENTS`]).
+    labelled: Mutex<HashSet<Arc<str>>>,
     by_rpc: Mutex<HashMap<String, RpcStats>>,
 }
 
-/// One normalised statement and its figures.
+/// One normalised statement, its names and its figures.
 #[derive(Debug)]
 struct Shape {
     sql: Arc<str>,
-    stats: Mutex<StatementStats>,
+    summary: StatementSummary,
+    /// `sql` cut for span attributes and log lines.
+    logged: Arc<str>,
+    /// The `statement` label: the fingerprint, or [`OTHER_STATEMENTS`].
+    label: Arc<str>,
+    stats: Mutex<ShapeFigures>,
+}
+
+/// What one statement's record updates, under one lock.
+#[derive(Debug)]
+struct ShapeFigures {
+    stats: StatementStats,
+    metrics: Option<ShapeMetrics>,
+}
+
+/// The shape's metric handles and the recorder they belong to: looked up once, not per statement,
+/// and again if another recorder is installed later (a statement may run before the service
+/// installs its recorder).
+#[derive(Debug)]
+struct ShapeMetrics {
+    recorder: usize,
+    statements: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
 /// Timings of one normalised statement (microsecond histogram, so the median is real).
@@ -173,8 +219,14 @@ impl QueryProfiler {
             n_plus_one: AtomicU64::new(0),
             since: Mutex::new(SystemTime::now()),
             shapes: Mutex::new(HashMap::new()),
+            labelled: Mutex::new(HashSet::new()),
             by_rpc: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The `service` label of this profiler's metrics.
+    pub fn service(&self) -> &'static str {
+        self.settings.service
     }
 
     /// Statements finished since start (errors included). Tests diff it around a call.
@@ -213,8 +265,8 @@ impl QueryProfiler {
         shapes
             .iter()
             .filter_map(|shape| {
-                let stats = shape.stats.lock().ok()?;
-                (stats.count > 0).then(|| (shape.sql.to_string(), stats.clone()))
+                let figures = shape.stats.lock().ok()?;
+                (figures.stats.count > 0).then(|| (shape.sql.to_string(), figures.stats.clone()))
             })
             .collect()
     }
@@ -224,12 +276,13 @@ impl QueryProfiler {
         self.by_rpc.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Forgets every statistic (counters included).
+    /// Forgets every statistic (counters included). Metrics are not reset: Prometheus counters
+    /// only grow.
     pub fn reset(&self) {
         if let Ok(shapes) = self.shapes.lock() {
             for shape in shapes.values() {
-                if let Ok(mut stats) = shape.stats.lock() {
-                    stats.clear();
+                if let Ok(mut figures) = shape.stats.lock() {
+                    figures.stats.clear();
                 }
             }
         }
@@ -258,13 +311,37 @@ impl QueryProfiler {
         } else {
             sql
         };
+        let summary = StatementSummary::of(sql);
+        let label = self.label(&summary.fingerprint);
         let sql: Arc<str> = Arc::from(sql);
         let shape = Arc::new(Shape {
+            logged: Arc::from(for_log(&sql)),
             sql: Arc::clone(&sql),
-            stats: Mutex::new(StatementStats::new()),
+            summary,
+            label,
+            stats: Mutex::new(ShapeFigures {
+                stats: StatementStats::new(),
+                metrics: None,
+            }),
         });
         shapes.insert(sql, Arc::clone(&shape));
         Some(shape)
+    }
+
+    /// The `statement` label of `fingerprint`: itself while fewer than
+    /// [`MAX_METRIC_STATEMENTS`] have one, else [`OTHER_STATEMENTS`].
+    fn label(&self, fingerprint: &Arc<str>) -> Arc<str> {
+        let Ok(mut labelled) = self.labelled.lock() else {
+            return Arc::from(OTHER_STATEMENTS);
+        };
+        if labelled.contains(fingerprint) {
+            return Arc::clone(fingerprint);
+        }
+        if labelled.len() < MAX_METRIC_STATEMENTS {
+            labelled.insert(Arc::clone(fingerprint));
+            return Arc::clone(fingerprint);
+        }
+        Arc::from(OTHER_STATEMENTS)
     }
 
     fn record(
@@ -279,17 +356,38 @@ impl QueryProfiler {
         }
         if elapsed >= self.settings.slow_threshold {
             self.slow.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                rpc = rpc.map_or("-", |scope| scope.rpc.as_str()),
-                statement = %for_log(&shape.sql),
-                "slow query"
-            );
+            metrics::counter!("learnhub_sql_slow_queries_total", "service" => self.settings.service)
+                .increment(1);
+            let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+            let rpc_name = rpc.map_or("-", |scope| scope.rpc.as_str());
+            // One event: the log line, and (with a parent) an event on the RPC's span.
+            let slow = |parent: Option<&tracing::Span>| match parent {
+                Some(parent) => tracing::warn!(
+                    parent: parent,
+                    elapsed_ms,
+                    rpc = rpc_name,
+                    name = &*shape.summary.name,
+                    statement = &*shape.logged,
+                    "slow query"
+                ),
+                None => tracing::warn!(
+                    elapsed_ms,
+                    rpc = rpc_name,
+                    name = &*shape.summary.name,
+                    statement = &*shape.logged,
+                    "slow query"
+                ),
+            };
+            match rpc.and_then(|scope| scope.rpc_span()) {
+                Some(span) => in_dispatch_of(&span, || slow(Some(&span))),
+                None => slow(None),
+            }
         }
         if let Some(scope) = rpc {
             scope.record(shape, elapsed);
         }
-        if let Ok(mut stats) = shape.stats.lock() {
+        if let Ok(mut figures) = shape.stats.lock() {
+            let stats = &mut figures.stats;
             stats.count += 1;
             stats.errors += u64::from(failed);
             stats.total += elapsed;
@@ -297,28 +395,70 @@ impl QueryProfiler {
                 .unwrap_or(u64::MAX)
                 .max(1);
             stats.micros.saturating_record(micros);
+            let recorder = current_recorder();
+            let metrics = match &mut figures.metrics {
+                Some(metrics) if metrics.recorder == recorder => metrics,
+                slot => slot.insert(self.metrics_of(shape, recorder)),
+            };
+            metrics.statements.increment(1);
+            metrics.duration.record(elapsed.as_secs_f64());
         }
         // Counted last, so a test that sees the count also sees the tables.
         self.statements.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn metrics_of(&self, shape: &Shape, recorder: usize) -> ShapeMetrics {
+        let labels = [
+            ("service", self.settings.service.to_owned()),
+            ("statement", shape.label.to_string()),
+        ];
+        ShapeMetrics {
+            recorder,
+            statements: metrics::counter!("learnhub_sql_statements_total", &labels),
+            duration: metrics::histogram!("learnhub_sql_duration_seconds", &labels),
+        }
     }
 
     fn finish_rpc(&self, scope: &RpcScope) {
         let Ok(seen) = scope.seen.lock() else { return };
         let statements: u64 = seen.iter().map(|s| s.count).sum();
         let db_time: Duration = seen.iter().map(|s| s.time).sum();
-        let repeated: Vec<(&str, u64)> = seen
+        let repeated: Vec<&Seen> = seen
             .iter()
             .filter(|s| s.count >= self.settings.n_plus_one_threshold)
-            .map(|s| (&*s.shape.sql, s.count))
             .collect();
-        for (statement, count) in &repeated {
+        for finding in &repeated {
             self.n_plus_one.fetch_add(1, Ordering::SeqCst);
-            tracing::warn!(
-                rpc = %scope.rpc,
-                count,
-                statement = %for_log(statement),
-                "N+1 query pattern: one statement repeated within one call"
-            );
+            metrics::counter!(
+                "learnhub_sql_n_plus_one_total",
+                "service" => self.settings.service,
+                "rpc" => scope.rpc.clone()
+            )
+            .increment(1);
+            let (count, total_ms) = (finding.count, finding.time.as_secs_f64() * 1e3);
+            let shape = &finding.shape;
+            // Runs on the RPC's task, its span still open: one event, the log line and an event
+            // on that span.
+            if let Some(span) = scope.rpc_span() {
+                tracing::warn!(
+                    parent: &span,
+                    rpc = %scope.rpc,
+                    count,
+                    total_ms,
+                    name = &*shape.summary.name,
+                    statement = &*shape.logged,
+                    "N+1 query pattern: one statement repeated within one call"
+                );
+            } else {
+                tracing::warn!(
+                    rpc = %scope.rpc,
+                    count,
+                    total_ms,
+                    name = &*shape.summary.name,
+                    statement = &*shape.logged,
+                    "N+1 query pattern: one statement repeated within one call"
+                );
+            }
         }
         if let Ok(mut table) = self.by_rpc.lock() {
             let entry = table.entry(scope.rpc.clone()).or_default();
@@ -327,7 +467,8 @@ impl QueryProfiler {
             entry.max_statements = entry.max_statements.max(statements);
             entry.db_time += db_time;
             entry.n_plus_one += repeated.len() as u64;
-            for (statement, count) in repeated {
+            for finding in repeated {
+                let (statement, count) = (&*finding.shape.sql, finding.count);
                 match entry
                     .n_plus_one_findings
                     .iter_mut()
@@ -347,11 +488,17 @@ impl QueryProfiler {
         }
     }
 
-    /// The instrumentation to install on one connection.
-    pub fn probe(self: &Arc<Self>) -> ConnectionProbe {
+    /// The instrumentation to install on one connection to a `backend` database.
+    pub fn probe(self: &Arc<Self>, backend: Backend) -> ConnectionProbe {
         ConnectionProbe {
             profiler: Arc::clone(self),
+            system: match backend {
+                Backend::Postgres => "postgresql",
+                Backend::Sqlite => "sqlite",
+            },
             rpc: None,
+            parent: 0,
+            traced: false,
             in_flight: Vec::new(),
             text: String::new(),
             shapes: HashMap::new(),
@@ -447,6 +594,21 @@ pub struct RpcScope {
     profiler: Mutex<Option<Arc<QueryProfiler>>>,
     /// A call runs a handful of distinct statements: a list compared by pointer beats a map.
     seen: Mutex<Vec<Seen>>,
+    /// Every span handle the call's statements need, dropped when the call ends: a pooled
+    /// connection outlives the call (its probe keeps this scope until the next checkout), and a
+    /// span stays open for as long as any handle to it, or to a child of it, exists.
+    spans: Mutex<CallSpans>,
+}
+
+#[derive(Debug, Default)]
+struct CallSpans {
+    /// `[0]`: the span current when the call started (the server's span of the RPC), where N+1
+    /// and slow-query events land; then the spans current at each checkout, which parent the
+    /// statements on that connection.
+    parents: Vec<tracing::Span>,
+    /// Statements started and not finished, by key.
+    open: Vec<(u64, tracing::Span)>,
+    next_key: u64,
 }
 
 impl RpcScope {
@@ -478,35 +640,152 @@ impl RpcScope {
             .map(|seen| seen.iter().map(|s| s.count).sum())
             .unwrap_or_default()
     }
+
+    /// The RPC's span while the call runs (none before, after, or when no span was current).
+    fn rpc_span(&self) -> Option<tracing::Span> {
+        let spans = self.spans.lock().ok()?;
+        spans.parents.first().filter(|s| !s.is_none()).cloned()
+    }
+
+    /// Which parent the statements of a connection checked out now get — the span current
+    /// here, or the RPC's when none is — and whether there is one.
+    fn checkout_parent(&self) -> (usize, bool) {
+        let current = tracing::Span::current();
+        let Ok(mut spans) = self.spans.lock() else {
+            return (0, false);
+        };
+        let Some(id) = current.id() else {
+            return (0, spans.parents.first().is_some_and(|p| !p.is_none()));
+        };
+        if let Some(at) = spans
+            .parents
+            .iter()
+            .position(|p| p.id() == Some(id.clone()))
+        {
+            return (at, true);
+        }
+        if spans.parents.is_empty() {
+            // The call has ended: nothing may be kept for it any more.
+            return (0, false);
+        }
+        spans.parents.push(current);
+        (spans.parents.len() - 1, true)
+    }
+
+    /// Opens a statement's span (made by `make` from its parent); its key, or none when the
+    /// statement gets no span (no parent, or the call has ended).
+    fn open_statement(
+        &self,
+        parent: usize,
+        make: impl FnOnce(&tracing::Span) -> tracing::Span,
+    ) -> Option<u64> {
+        let mut spans = self.spans.lock().ok()?;
+        let parent = spans.parents.get(parent).filter(|p| !p.is_none())?;
+        let span = make(parent);
+        let key = spans.next_key;
+        spans.next_key += 1;
+        spans.open.push((key, span));
+        Some(key)
+    }
+
+    /// Closes a statement's span, which makes its end the statement's, once it says what the
+    /// statement was (known only now: see [`InFlight`]).
+    fn close_statement(&self, key: u64, shape: Option<&Shape>, error: Option<&'static str>) {
+        let span = {
+            let Ok(mut spans) = self.spans.lock() else {
+                return;
+            };
+            let Some(at) = spans.open.iter().position(|(k, _)| *k == key) else {
+                return;
+            };
+            spans.open.swap_remove(at).1
+        };
+        if let Some(shape) = shape {
+            span.record("otel.name", &*shape.summary.name);
+            span.record("db.operation.name", shape.summary.operation);
+            if let Some(table) = &shape.summary.table {
+                span.record("db.collection.name", &**table);
+            }
+            span.record("db.query.summary", &*shape.logged);
+        }
+        if let Some(error) = error {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error);
+        }
+        close(span);
+    }
+
+    /// Drops every span handle of the call: statements still open never finished (their future
+    /// was dropped) and say so.
+    fn end(&self) {
+        let spans = match self.spans.lock() {
+            Ok(mut spans) => std::mem::take(&mut *spans),
+            Err(_) => return,
+        };
+        for (_, span) in spans.open {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", "cancelled");
+            close(span);
+        }
+        for parent in spans.parents {
+            close(parent);
+        }
+    }
 }
 
 /// Runs `call` as one RPC named `rpc`: statements on connections it checks out are attributed
-/// to it; when it ends, its cost is recorded and repeated statements are reported as N+1.
+/// to it; when it ends, its cost is recorded and repeated statements are reported as N+1 (a log
+/// line that is also an event on the span current when the call started).
 pub async fn profile_rpc<F: Future>(rpc: impl Into<String>, call: F) -> F::Output {
     let scope = Arc::new(RpcScope {
         rpc: rpc.into(),
         profiler: Mutex::new(None),
         seen: Mutex::new(Vec::new()),
+        spans: Mutex::new(CallSpans {
+            // Read on the first poll, inside the server's instrumented future: the RPC's span.
+            parents: vec![tracing::Span::current()],
+            ..CallSpans::default()
+        }),
     });
+    // Ends the call's spans however the call ends, cancelled included.
+    struct Ending<'a>(&'a RpcScope);
+    impl Drop for Ending<'_> {
+        fn drop(&mut self) {
+            self.0.end();
+        }
+    }
+    let ending = Ending(&scope);
     let output = CURRENT_RPC.scope(Arc::clone(&scope), call).await;
     let profiler = scope.profiler.lock().ok().and_then(|p| p.clone());
     if let Some(profiler) = profiler {
         profiler.finish_rpc(&scope);
     }
+    drop(ending);
     output
 }
 
-/// A statement that started and has not finished. Its shape is only worked out when another
-/// statement starts before it finishes (pipelining): alone, the finish event says what it was.
+/// A statement that started and has not finished (its span, if any, is kept by its RPC scope).
+/// Its shape is only worked out when another statement starts before it finishes (pipelining):
+/// alone, the finish event says what it was — and more cheaply, as diesel-async's Postgres
+/// start event formats the query from its syntax tree while the finish event carries the SQL
+/// already built.
 struct InFlight {
     shape: Option<Arc<Shape>>,
     started: Instant,
+    span: Option<u64>,
 }
 
 /// Per-connection instrumentation.
 pub struct ConnectionProbe {
     profiler: Arc<QueryProfiler>,
+    /// `db.system.name` of the statements' spans.
+    system: &'static str,
     rpc: Option<Arc<RpcScope>>,
+    /// Which of the RPC scope's spans parents the statements' spans.
+    parent: usize,
+    /// Whether that parent exists (statements get spans), known at checkout: without it, a
+    /// statement costs no lock of the scope's spans.
+    traced: bool,
     in_flight: Vec<InFlight>,
     /// Reused for every statement's text, so reading it allocates nothing.
     text: String,
@@ -515,7 +794,9 @@ pub struct ConnectionProbe {
 }
 
 impl ConnectionProbe {
-    /// Attributes the connection's next statements to `scope` (set on every checkout).
+    /// Attributes the connection's next statements to `scope` (set on every checkout, on the
+    /// task that checks out: the span current there becomes their spans' parent). Outside an
+    /// RPC scope statements get no span (start-up, seeding: no trace to join).
     pub fn attach(&mut self, scope: Option<Arc<RpcScope>>) {
         if let Some(scope) = &scope
             && let Ok(mut profiler) = scope.profiler.lock()
@@ -523,10 +804,17 @@ impl ConnectionProbe {
         {
             *profiler = Some(Arc::clone(&self.profiler));
         }
-        self.rpc = scope;
         // A checked-out connection runs nothing; a start left over was a statement whose future
         // was dropped mid-flight and will never finish.
-        self.in_flight.clear();
+        for cancelled in self.in_flight.drain(..) {
+            if let (Some(key), Some(previous)) = (cancelled.span, &self.rpc) {
+                previous.close_statement(key, cancelled.shape.as_deref(), Some("cancelled"));
+            }
+        }
+        (self.parent, self.traced) = scope
+            .as_ref()
+            .map_or((0, false), |scope| scope.checkout_parent());
+        self.rpc = scope;
     }
 
     /// The shape of the statement `query` describes.
@@ -543,6 +831,34 @@ impl ConnectionProbe {
         self.shapes.insert(sql.into(), Arc::clone(&shape));
         Some(shape)
     }
+
+    /// Opens a statement's span in the RPC scope, made in the parent's subscriber (on a
+    /// blocking thread, where no subscriber may be the default). What the statement was is
+    /// recorded when it finishes.
+    fn open_span(&self) -> Option<u64> {
+        if !self.traced {
+            return None;
+        }
+        let scope = self.rpc.as_ref()?;
+        scope.open_statement(self.parent, |parent| {
+            // No row count: diesel's instrumentation reports none (FinishQuery carries the query
+            // and its error only), so the span has no `db.response.returned_rows`.
+            in_dispatch_of(parent, || {
+                tracing::info_span!(
+                    parent: parent,
+                    "sql statement",
+                    otel.name = Empty,
+                    otel.kind = "client",
+                    db.system.name = self.system,
+                    db.operation.name = Empty,
+                    db.collection.name = Empty,
+                    db.query.summary = Empty,
+                    error.type = Empty,
+                    otel.status_code = Empty,
+                )
+            })
+        })
+    }
 }
 
 impl Instrumentation for ConnectionProbe {
@@ -554,9 +870,11 @@ impl Instrumentation for ConnectionProbe {
                 } else {
                     self.shape_of(query)
                 };
+                let span = self.open_span();
                 self.in_flight.push(InFlight {
                     shape,
                     started: Instant::now(),
+                    span,
                 });
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
@@ -576,6 +894,9 @@ impl Instrumentation for ConnectionProbe {
                 };
                 if at < self.in_flight.len() {
                     let start = self.in_flight.swap_remove(at);
+                    if let (Some(key), Some(scope)) = (start.span, &self.rpc) {
+                        scope.close_statement(key, Some(&shape), error.map(error_type));
+                    }
                     self.profiler.record(
                         &shape,
                         finished.saturating_duration_since(start.started),
@@ -587,6 +908,52 @@ impl Instrumentation for ConnectionProbe {
             _ => {}
         }
     }
+}
+
+/// A bounded `error.type` for a failed statement (never the message: it may quote values).
+fn error_type(error: &diesel::result::Error) -> &'static str {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match error {
+        Error::DatabaseError(kind, _) => match kind {
+            Kind::UniqueViolation => "unique_violation",
+            Kind::ForeignKeyViolation => "foreign_key_violation",
+            Kind::NotNullViolation => "not_null_violation",
+            Kind::CheckViolation => "check_violation",
+            Kind::SerializationFailure => "serialization_failure",
+            Kind::ReadOnlyTransaction => "read_only_transaction",
+            Kind::ClosedConnection => "closed_connection",
+            _ => "database_error",
+        },
+        Error::NotFound => "not_found",
+        Error::DeserializationError(_) => "deserialization_error",
+        Error::SerializationError(_) => "serialization_error",
+        _ => "other",
+    }
+}
+
+/// Runs `f` with `span`'s subscriber as the default: events and spans made for an RPC go to the
+/// subscriber that holds its span even on a thread where another (or none) is the default.
+fn in_dispatch_of<T>(span: &tracing::Span, f: impl FnOnce() -> T) -> T {
+    match span.with_subscriber(|(_, dispatch)| dispatch.clone()) {
+        Some(dispatch) => tracing::dispatcher::with_default(&dispatch, f),
+        None => f(),
+    }
+}
+
+/// Drops a span handle in its own subscriber: closing a span also releases its parent, through
+/// the thread's default subscriber (tracing-subscriber's registry), which on a blocking thread
+/// is not the span's — the parent would then never close.
+fn close(span: tracing::Span) {
+    match span.with_subscriber(|(_, dispatch)| dispatch.clone()) {
+        Some(dispatch) => tracing::dispatcher::with_default(&dispatch, move || drop(span)),
+        None => drop(span),
+    }
+}
+
+/// Identifies the metrics recorder in use here (local, global or none), so handles taken from
+/// one are not kept once another is installed.
+fn current_recorder() -> usize {
+    metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>().addr())
 }
 
 /// Collects a statement's text and stops at diesel's ` -- binds: ` suffix, so bind values (a
@@ -649,6 +1016,7 @@ mod tests {
         QueryProfiler::new(ProfilerSettings {
             slow_threshold: Duration::from_secs(1),
             n_plus_one_threshold: 3,
+            service: "profiler-unit-test",
         })
     }
 
@@ -749,6 +1117,98 @@ mod tests {
         assert_eq!(profiler.statement_count(), MAX_STATEMENT_SHAPES as u64 + 10);
     }
 
+    /// Counts `learnhub_sql_statements_total` by `statement` label.
+    #[derive(Default)]
+    struct StatementCounter(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl metrics::Recorder for StatementCounter {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() != "learnhub_sql_statements_total" {
+                return metrics::Counter::noop();
+            }
+            let label = key.labels().find(|l| l.key() == "statement").unwrap();
+            let mut counters = self.0.lock().unwrap();
+            metrics::Counter::from_arc(
+                counters
+                    .entry(label.value().to_owned())
+                    .or_default()
+                    .clone(),
+            )
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn metric_labels_are_bounded_and_follow_the_recorder_installed_later() {
+        let profiler = profiler();
+        // Before any recorder: the shape's handles come from the no-op recorder...
+        record(
+            &profiler,
+            "SELECT 0 FROM t0",
+            Duration::from_micros(5),
+            false,
+        );
+        let recorder = StatementCounter::default();
+        metrics::with_local_recorder(&recorder, || {
+            for n in 0..MAX_METRIC_STATEMENTS + 10 {
+                let sql = format!("SELECT {n} FROM t{n}");
+                record(&profiler, &sql, Duration::from_micros(5), false);
+            }
+        });
+        let counters = recorder.0.lock().unwrap();
+        // ...and are taken again from the recorder installed since.
+        let first = counters
+            .iter()
+            .find(|(label, _)| label.starts_with("SELECT t0 "))
+            .unwrap();
+        assert_eq!(first.1.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            counters.len(),
+            MAX_METRIC_STATEMENTS + 1,
+            "100 fingerprints and other"
+        );
+        assert_eq!(counters[OTHER_STATEMENTS].load(Ordering::SeqCst), 10);
+        assert!(
+            counters
+                .keys()
+                .all(|label| label == OTHER_STATEMENTS || label.len() <= "SELECT t100 ".len() + 8)
+        );
+    }
+
     #[test]
     fn logged_statements_are_truncated() {
         let short = "SELECT 1";
@@ -766,7 +1226,7 @@ mod tests {
     #[tokio::test]
     async fn flags_a_statement_repeated_within_one_rpc() {
         let profiler = profiler();
-        let mut probe = profiler.probe();
+        let mut probe = profiler.probe(Backend::Sqlite);
         profile_rpc("/svc/Loop", async {
             probe.attach(RpcScope::current());
             for _ in 0..3 {
@@ -805,7 +1265,7 @@ mod tests {
     #[tokio::test]
     async fn converts_to_the_common_message_largest_first() {
         let profiler = profiler();
-        let mut probe = profiler.probe();
+        let mut probe = profiler.probe(Backend::Sqlite);
         profile_rpc("/svc/Get", async {
             probe.attach(RpcScope::current());
             record(&profiler, "small", Duration::from_millis(1), false);

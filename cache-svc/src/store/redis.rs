@@ -9,10 +9,16 @@
 //!
 //! Namespaces hold no `@`, `#` or `:`, so these families never collide. The scripts build key
 //! names from ARGV, which a single Redis (not Redis Cluster) allows.
+//!
+//! Every round trip is one [`Command`]: a span `redis {COMMAND}` (a child of the span current
+//! when it is made — the Get/Set handler's — and none for background upkeep, which no request
+//! waits for) and a sample of `learnhub_cache_redis_duration_seconds{command}`.
 use std::{
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
+
+use tracing::{Instrument, field::Empty};
 
 use bb8::Pool;
 use bb8_redis::{
@@ -201,6 +207,93 @@ impl Scripts {
     }
 }
 
+/// What one round trip does: the `db.operation.name` of its span and the `command` label of its
+/// duration. Scripts are named after what they do; a pipeline of one script per key is one
+/// command (its span says how many in `db.operation.batch.size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// The lookup script: GET, or leave a lease marker (SET PX) on a miss.
+    Get,
+    /// The store script: check the lease, SET PX, ZADD to the index, SADD the namespace.
+    Set,
+    /// The delete script: UNLINK and ZREM.
+    Delete,
+    /// The namespace bump script: ZCOUNT, INCR of the generation, SADD to the trash.
+    Bump,
+    /// GET of a namespace's generation (before a pattern's SCAN).
+    Generation,
+    /// SCAN MATCH … COUNT 1000.
+    Scan,
+    /// The script that UNLINKs a SCAN batch and ZREMs it from the index.
+    Unlink,
+    /// The sweep script: deletes a batch of an old generation's values.
+    Sweep,
+    /// The prune script: drops expired members from an index.
+    Prune,
+    /// SMEMBERS of the namespaces or trash set.
+    Members,
+    /// INFO memory and the key-count script.
+    Info,
+    /// PING and SCRIPT LOAD (connecting, or after Redis lost the scripts).
+    Load,
+}
+
+impl Command {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Set => "SET",
+            Self::Delete => "DEL",
+            Self::Bump => "BUMP",
+            Self::Generation => "GET_GENERATION",
+            Self::Scan => "SCAN",
+            Self::Unlink => "UNLINK",
+            Self::Sweep => "SWEEP",
+            Self::Prune => "PRUNE",
+            Self::Members => "SMEMBERS",
+            Self::Info => "INFO",
+            Self::Load => "SCRIPT_LOAD",
+        }
+    }
+
+    fn span_name(self) -> &'static str {
+        match self {
+            Self::Get => "redis GET",
+            Self::Set => "redis SET",
+            Self::Delete => "redis DEL",
+            Self::Bump => "redis BUMP",
+            Self::Generation => "redis GET_GENERATION",
+            Self::Scan => "redis SCAN",
+            Self::Unlink => "redis UNLINK",
+            Self::Sweep => "redis SWEEP",
+            Self::Prune => "redis PRUNE",
+            Self::Members => "redis SMEMBERS",
+            Self::Info => "redis INFO",
+            Self::Load => "redis SCRIPT_LOAD",
+        }
+    }
+
+    /// The round trip's span, under the current span; none when nothing is current (background
+    /// upkeep would otherwise start a trace every few seconds).
+    fn span(self, batch: usize) -> tracing::Span {
+        let parent = tracing::Span::current();
+        if parent.is_none() {
+            return parent;
+        }
+        tracing::info_span!(
+            parent: &parent,
+            "redis",
+            otel.name = self.span_name(),
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = self.name(),
+            db.operation.batch.size = (batch > 1).then_some(batch),
+            error.type = Empty,
+            otel.status_code = Empty,
+        )
+    }
+}
+
 /// Redis's own figures for the statistics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedisInfo {
@@ -249,20 +342,13 @@ impl RedisStore {
     /// A fresh pool, checked with PING and the scripts loaded; it replaces the old one on success.
     pub async fn connect(&self) -> Result<(), Error> {
         let pool = build_pool(&self.options)?;
-        let started = Instant::now();
-        let loaded = tokio::time::timeout(self.options.timeout, async {
-            let mut conn = pool.get().await?;
-            let mut pipe = redis::pipe();
-            pipe.cmd("PING");
-            for script in self.scripts.all() {
-                pipe.load_script(script);
-            }
-            pipe.query_async::<redis::Value>(&mut *conn).await?;
-            Ok::<_, Error>(())
-        })
-        .await;
-        self.stats.record_redis_latency(started.elapsed());
-        loaded.map_err(|_| Error::Timeout)??;
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING");
+        for script in self.scripts.all() {
+            pipe.load_script(script);
+        }
+        self.round_trip::<redis::Value>(Command::Load, &pool, &pipe)
+            .await?;
         match self.pool.write() {
             Ok(mut current) => *current = pool,
             Err(poisoned) => *poisoned.into_inner() = pool,
@@ -285,7 +371,7 @@ impl RedisStore {
                 .arg(lease_ms);
             pipe.invoke_script(&call);
         }
-        let replies: Vec<Vec<u8>> = self.query(&pipe).await?;
+        let replies: Vec<Vec<u8>> = self.query(Command::Get, &pipe).await?;
         replies.into_iter().map(decode_entry).collect()
     }
 
@@ -305,7 +391,7 @@ impl RedisStore {
                 .arg(entry.key.namespace());
             pipe.invoke_script(&call);
         }
-        let stored: Vec<i64> = self.query(&pipe).await?;
+        let stored: Vec<i64> = self.query(Command::Set, &pipe).await?;
         Ok(stored.into_iter().map(|s| s == 1).collect())
     }
 
@@ -317,7 +403,7 @@ impl RedisStore {
             call.arg(self.base(key.namespace())).arg(key.rest());
             pipe.invoke_script(&call);
         }
-        let deleted: Vec<i64> = self.query(&pipe).await?;
+        let deleted: Vec<i64> = self.query(Command::Delete, &pipe).await?;
         Ok(deleted.into_iter().map(|d| d == 1).collect())
     }
 
@@ -340,7 +426,7 @@ impl RedisStore {
             call.arg(self.base(namespace)).arg(&self.trash_key);
             pipe.invoke_script(&call);
         }
-        let removed: Vec<u64> = self.query(&pipe).await?;
+        let removed: Vec<u64> = self.query(Command::Bump, &pipe).await?;
         Ok(removed.iter().sum())
     }
 
@@ -348,7 +434,10 @@ impl RedisStore {
     async fn unlink_matching(&self, namespace: &str, glob: &str) -> Result<u64, Error> {
         let base = self.base(namespace);
         let generation: Option<String> = self
-            .query_cmd(redis::cmd("GET").arg(format!("{base}#gen")))
+            .query_cmd(
+                Command::Generation,
+                redis::cmd("GET").arg(format!("{base}#gen")),
+            )
             .await?;
         // No generation: nothing reachable in this namespace.
         let Some(generation) = generation else {
@@ -362,6 +451,7 @@ impl RedisStore {
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = self
                 .query_cmd(
+                    Command::Scan,
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -378,7 +468,7 @@ impl RedisStore {
                 call.arg(&index).arg(entry_base.len());
                 let mut pipe = redis::pipe();
                 pipe.invoke_script(&call);
-                let (batch,): (u64,) = self.query(&pipe).await?;
+                let (batch,): (u64,) = self.query(Command::Unlink, &pipe).await?;
                 removed += batch;
             }
             cursor = next;
@@ -393,7 +483,10 @@ impl RedisStore {
     /// in case that set was lost, by SCAN for generation keys. Generations are kept.
     pub async fn clear(&self) -> Result<(), Error> {
         let mut namespaces: std::collections::BTreeSet<String> = self
-            .query_cmd::<Vec<String>>(redis::cmd("SMEMBERS").arg(&self.namespaces_key))
+            .query_cmd::<Vec<String>>(
+                Command::Members,
+                redis::cmd("SMEMBERS").arg(&self.namespaces_key),
+            )
             .await?
             .into_iter()
             .collect();
@@ -402,6 +495,7 @@ impl RedisStore {
         loop {
             let (next, keys): (u64, Vec<String>) = self
                 .query_cmd(
+                    Command::Scan,
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -437,7 +531,10 @@ impl RedisStore {
     pub async fn sweep(&self) -> Result<u64, Error> {
         let mut swept = self.sweep_trash().await?;
         let namespaces: Vec<String> = self
-            .query_cmd(redis::cmd("SMEMBERS").arg(&self.namespaces_key))
+            .query_cmd(
+                Command::Members,
+                redis::cmd("SMEMBERS").arg(&self.namespaces_key),
+            )
             .await?;
         for namespace in namespaces {
             loop {
@@ -445,7 +542,7 @@ impl RedisStore {
                 call.arg(self.base(&namespace)).arg(BATCH);
                 let mut pipe = redis::pipe();
                 pipe.invoke_script(&call);
-                let (pruned,): (u64,) = self.query(&pipe).await?;
+                let (pruned,): (u64,) = self.query(Command::Prune, &pipe).await?;
                 swept += pruned;
                 if pruned < BATCH as u64 {
                     break;
@@ -457,7 +554,10 @@ impl RedisStore {
 
     async fn sweep_trash(&self) -> Result<u64, Error> {
         let old: Vec<String> = self
-            .query_cmd(redis::cmd("SMEMBERS").arg(&self.trash_key))
+            .query_cmd(
+                Command::Members,
+                redis::cmd("SMEMBERS").arg(&self.trash_key),
+            )
             .await?;
         let mut swept = 0;
         for generation in old {
@@ -466,7 +566,7 @@ impl RedisStore {
                 call.arg(&self.trash_key).arg(&generation).arg(BATCH);
                 let mut pipe = redis::pipe();
                 pipe.invoke_script(&call);
-                let (deleted,): (u64,) = self.query(&pipe).await?;
+                let (deleted,): (u64,) = self.query(Command::Sweep, &pipe).await?;
                 swept += deleted;
                 if deleted < BATCH as u64 {
                     break;
@@ -481,7 +581,7 @@ impl RedisStore {
         call.arg(&self.namespaces_key).arg(&self.options.prefix);
         let mut pipe = redis::pipe();
         pipe.cmd("INFO").arg("memory").invoke_script(&call);
-        let (info, key_count): (String, u64) = self.query(&pipe).await?;
+        let (info, key_count): (String, u64) = self.query(Command::Info, &pipe).await?;
         let used_memory = info
             .lines()
             .find_map(|line| line.strip_prefix("used_memory:"))
@@ -504,17 +604,26 @@ impl RedisStore {
         }
     }
 
-    async fn query_cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+    async fn query_cmd<T: FromRedisValue>(
+        &self,
+        command: Command,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Error> {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
-        let (value,): (T,) = self.query(&pipe).await?;
+        let (value,): (T,) = self.query(command, &pipe).await?;
         Ok(value)
     }
 
     /// Runs a pipeline; if Redis lost the scripts (restart, SCRIPT FLUSH) loads them and retries
     /// once. Pipelines are homogeneous, so a NOSCRIPT means none of its scripts ran.
-    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
-        match self.query_once(pipe).await {
+    async fn query<T: FromRedisValue>(
+        &self,
+        command: Command,
+        pipe: &Pipeline,
+    ) -> Result<T, Error> {
+        let pool = self.pool();
+        match self.round_trip(command, &pool, pipe).await {
             Err(Error::Redis(err))
                 if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
             {
@@ -522,23 +631,51 @@ impl RedisStore {
                 for script in self.scripts.all() {
                     load.load_script(script);
                 }
-                self.query_once::<redis::Value>(&load).await?;
-                self.query_once(pipe).await
+                self.round_trip::<redis::Value>(Command::Load, &pool, &load)
+                    .await?;
+                self.round_trip(command, &pool, pipe).await
             }
             other => other,
         }
     }
 
-    async fn query_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
-        let pool = self.pool();
+    /// One pipeline on `pool`, bounded by the timeout (pool wait included), timed for the
+    /// statistics and the `learnhub_cache_redis_duration_seconds` metric, inside its span.
+    async fn round_trip<T: FromRedisValue>(
+        &self,
+        command: Command,
+        pool: &Pool<RedisConnectionManager>,
+        pipe: &Pipeline,
+    ) -> Result<T, Error> {
+        let span = command.span(pipe.len());
         let started = Instant::now();
         let result = tokio::time::timeout(self.options.timeout, async {
             let mut conn = pool.get().await?;
             Ok::<T, Error>(pipe.query_async(&mut *conn).await?)
         })
+        .instrument(span.clone())
         .await;
-        self.stats.record_redis_latency(started.elapsed());
-        result.map_err(|_| Error::Timeout)?
+        let elapsed = started.elapsed();
+        self.stats.record_redis_latency(elapsed);
+        metrics::histogram!("learnhub_cache_redis_duration_seconds", "command" => command.name())
+            .record(elapsed.as_secs_f64());
+        let result = result.map_err(|_| Error::Timeout).and_then(|result| result);
+        if let Err(err) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "error.type",
+                match err {
+                    Error::Timeout => "timeout",
+                    Error::Redis(err)
+                        if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        "noscript"
+                    }
+                    _ => "redis_error",
+                },
+            );
+        }
+        result
     }
 }
 

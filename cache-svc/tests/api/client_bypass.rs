@@ -87,6 +87,7 @@ async fn undelivered_invalidation_is_retried_and_reads_bypass_meanwhile() {
             invalidate_timeout: Duration::from_millis(500),
             breaker_failures: 3,
             breaker_cooldown: Duration::ZERO,
+            ..CacheClientOptions::default()
         },
     )
     .unwrap();

@@ -2,6 +2,7 @@
 //! test), and a private redis-server for the tests that kill it.
 // The whole crate is test code; clippy.toml's allowance covers only `#[test]` functions themselves.
 #![allow(clippy::unwrap_used)]
+mod capture;
 mod client_bypass;
 mod fallback;
 mod health;
@@ -11,5 +12,6 @@ mod keys;
 mod leases;
 mod single_flight;
 mod stats;
+mod telemetry;
 mod ttl;
 mod validation;
