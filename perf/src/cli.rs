@@ -107,6 +107,19 @@ struct LoadArgs {
     /// Where load.md is written.
     #[arg(long, default_value = "docs/perf")]
     out_dir: PathBuf,
+    /// `on`: metrics recorded and spans exported over OTLP/gRPC (to a receiver in this process
+    /// that drops them; the sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, e.g.
+    /// parentbased_traceidratio and 0.01), as in production. `off`: no metrics recorder and no
+    /// tracer, to measure what observability costs.
+    #[arg(long, value_enum, default_value_t = Observability::On)]
+    observability: Observability,
+}
+
+/// Whether `perf-report load` runs with metrics and trace export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Observability {
+    On,
+    Off,
 }
 
 impl TargetArgs {
@@ -133,7 +146,23 @@ fn command_line() -> String {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        init_logs();
+        // Held until the run ends: dropping it flushes the spans still batched.
+        let _telemetry = match &self.command {
+            Command::Load(args) if args.observability == Observability::On => {
+                Some(crate::observability::export_to_sink().await?)
+            }
+            Command::Load(_) => {
+                // Installed first, the no-op recorder keeps the services' recorder out.
+                metrics::set_global_recorder(metrics::NoopRecorder)
+                    .map_err(|err| anyhow::anyhow!("metrics recorder: {err}"))?;
+                init_logs();
+                None
+            }
+            _ => {
+                init_logs();
+                None
+            }
+        };
         match self.command {
             Command::Run(args) => {
                 anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod harness;
 pub mod load;
 pub mod machine;
+mod observability;
 pub mod pg;
 pub mod platform;
 pub mod prepare;

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 pub use crate::results::StatementLine;
 
 /// Signing secret of the tokens perf-report issues to itself.
-pub const SECRET: &str = "perf-report-secret";
+pub const SECRET: &str = "perf-report-signing-secret-of-32-bytes";
 /// Connections per data service pool (2-core box: more would only queue in Postgres).
 const POOL_SIZE: u32 = 8;
 /// The profiler still counts every statement; only the slow-query log line is kept quiet,

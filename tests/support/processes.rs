@@ -1,0 +1,118 @@
+//! The production topology in a test: the four service binaries as separate processes on
+//! loopback ports, each stopped (SIGKILL, then reaped) when dropped.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// The folder holding this build's binaries (`target/<profile>`), built once per test process:
+/// `cargo test -p learnhub` alone does not build the other packages' binaries.
+pub fn bin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> → target/<profile>
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>")
+                .to_path_buf();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "--bins"]);
+            for package in ["gateway", "catalog-svc", "enrollment-svc", "cache-svc"] {
+                build.args(["-p", package]);
+            }
+            if dir.file_name().is_some_and(|name| name == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "building the service binaries failed");
+            dir
+        })
+        .clone()
+}
+
+/// A free loopback port (bound and released: the service binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One running service binary.
+pub struct Service {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `bin args…` with `env` (and a quiet log) and waits until `port` accepts
+    /// connections.
+    pub fn start(bin: &'static str, args: &[&str], env: &[(&str, String)], port: u16) -> Self {
+        let mut command = Command::new(bin_dir().join(bin));
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap_or_else(|err| panic!("{bin}: {err}"));
+        let mut service = Self { name: bin, child };
+        service.wait_for_port(port);
+        service
+    }
+
+    fn wait_for_port(&mut self, port: u16) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited before it listened: {status}", self.name);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} did not listen on {port}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (the Kubernetes way) and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("reaped")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a one-shot command of a service binary (e.g. `catalog-svc seed`) and asserts it
+/// succeeded.
+pub fn run_once(bin: &'static str, args: &[&str], env: &[(&str, String)]) {
+    let mut command = Command::new(bin_dir().join(bin));
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("{bin}: {err}"));
+    assert!(status.success(), "{bin} {args:?}: {status}");
+}
