@@ -26,7 +26,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tonic::transport::Channel;
 
-pub const SECRET: &str = "e2e-secret";
+pub const SECRET: &str = "e2e-test-secret-of-at-least-32-bytes";
 
 pub struct Platform {
     pub url: String,

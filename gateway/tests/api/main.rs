@@ -1,9 +1,11 @@
 //! The gateway over real HTTP and gRPC, in front of in-memory upstream fakes.
 // Helpers and fakes outside #[test] fns panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
+mod auth_hardening;
 mod db_stats;
 mod fakes;
 mod grpc;
+mod metrics;
 mod rest;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -12,7 +14,7 @@ use fakes::FakeCatalog;
 use gateway::auth::{Role, issue_token};
 use learnhub_kit::shutdown::CancellationToken;
 
-pub const SECRET: &str = "gateway-test-secret";
+pub const SECRET: &str = "gateway-test-secret-of-at-least-32-bytes";
 
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -97,6 +99,10 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         cache_addr: None,
         auth_jwt_secret: SECRET.into(),
         upstream_timeout_ms: options.timeout_ms,
+        auth_jwt_previous_secrets: Vec::new(),
+        auth_jwt_issuer: None,
+        auth_jwt_audience: None,
+        auth_max_token_hours: 24,
     };
     let app = gateway::Application::build(&config).await.unwrap();
     let addr = app.local_addr();
@@ -129,10 +135,14 @@ async fn config_debug_hides_the_secret() {
         catalog_addr: "http://127.0.0.1:1".into(),
         enrollment_addr: None,
         cache_addr: None,
-        auth_jwt_secret: "super-secret-value".into(),
+        auth_jwt_secret: "super-secret-value-of-at-least-32-bytes".into(),
         upstream_timeout_ms: 10,
+        auth_jwt_previous_secrets: Vec::new(),
+        auth_jwt_issuer: None,
+        auth_jwt_audience: None,
+        auth_max_token_hours: 24,
     };
-    assert!(!format!("{config:?}").contains("super-secret-value"));
+    assert!(!format!("{config:?}").contains("super-secret-value-of-at-least-32-bytes"));
     let empty = gateway::Config {
         auth_jwt_secret: String::new().into(),
         ..config.clone()
