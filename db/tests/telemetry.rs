@@ -2,9 +2,6 @@
 //! span, slow-query and N+1 events on that span, and the `learnhub_sql_*` / `learnhub_db_pool_*`
 //! metrics — on SQLite (statements on a blocking thread) and on the real Postgres.
 #![allow(clippy::unwrap_used)]
-mod support {
-    pub mod telemetry;
-}
 
 use std::time::Duration;
 
@@ -14,7 +11,7 @@ use learnhub_db::{
     Backend, Db, DbConn, DbOptions, db_run, on_both_backends, profiler::profile_rpc,
     testing::TestDatabase,
 };
-use support::telemetry::{TestRecorder, capture};
+use learnhub_kit::capture::{TestRecorder, capture};
 use tracing::{Instrument, instrument::WithSubscriber};
 
 diesel::table! {

@@ -2,6 +2,7 @@
 //! services. The database layer is its own crate (`learnhub-db`), so the gateway and cache-svc
 //! compile without diesel.
 
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod metrics;

@@ -2,7 +2,6 @@
 //! test), and a private redis-server for the tests that kill it.
 // The whole crate is test code; clippy.toml's allowance covers only `#[test]` functions themselves.
 #![allow(clippy::unwrap_used)]
-mod capture;
 mod client_bypass;
 mod fallback;
 mod health;

@@ -2,16 +2,14 @@
 //! under the Get/Set span (which says the namespace and hit or miss), per-namespace counters, Redis
 //! durations and the fallback gauge; on the client, a `cache get` span saying how each value was
 //! found, spans for invalidate/delete, and the bypass and breaker metrics of its caller.
+use learnhub_kit::capture::{SpanRecord, TestRecorder, capture};
 use std::time::Duration;
 
 use cache_svc::Config;
 use learnhub_cache_client::{CacheClient, CacheClientOptions, CacheKey, CachePattern};
 use learnhub_proto::cache::v1::{GetRequest, InvalidatePatternRequest, SetRequest};
 
-use crate::{
-    capture::{SpanRecord, TestRecorder, capture},
-    helpers::{RedisProcess, Row, spawn_app, spawn_app_with, test_config},
-};
+use crate::helpers::{RedisProcess, Row, spawn_app, spawn_app_with, test_config};
 
 fn results(spans: &[SpanRecord]) -> Vec<&str> {
     spans

@@ -1,10 +1,10 @@
-//! What the code under test reports, captured in the test: a `metrics` recorder that keeps every
+//! For tests: what the code under test reports, captured in the test: a `metrics` recorder that keeps every
 //! series (reading never resets it, unlike metrics-util's DebuggingRecorder, so parallel tests can
 //! share it) and a `tracing` layer that keeps spans with their fields and parents, and events.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -26,7 +26,10 @@ struct Samples(Mutex<Vec<f64>>);
 
 impl HistogramFn for Samples {
     fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(value);
     }
 }
 
@@ -70,7 +73,7 @@ impl TestRecorder {
 
     /// Sum of the counters `name` whose labels include `labels`.
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let series = self.0.lock().unwrap();
+        let series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         series
             .counters
             .iter()
@@ -81,7 +84,7 @@ impl TestRecorder {
 
     /// The gauge `name` whose labels include `labels` (the first found).
     pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let series = self.0.lock().unwrap();
+        let series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         series
             .gauges
             .iter()
@@ -91,18 +94,18 @@ impl TestRecorder {
 
     /// Every value recorded by the histograms `name` whose labels include `labels`.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        let series = self.0.lock().unwrap();
+        let series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         series
             .histograms
             .iter()
             .filter(|((n, l), _)| n == name && matches(l, labels))
-            .flat_map(|(_, h)| h.0.lock().unwrap().clone())
+            .flat_map(|(_, h)| h.0.lock().unwrap_or_else(PoisonError::into_inner).clone())
             .collect()
     }
 
     /// The label sets of the series `name` (any kind) whose labels include `labels`.
     pub fn label_sets(&self, name: &str, labels: &[(&str, &str)]) -> Vec<Labels> {
-        let series = self.0.lock().unwrap();
+        let series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let keys = series
             .counters
             .keys()
@@ -120,17 +123,17 @@ impl Recorder for TestRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut series = self.0.lock().unwrap();
+        let mut series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         Counter::from_arc(series.counters.entry(split(key)).or_default().clone())
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let mut series = self.0.lock().unwrap();
+        let mut series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         Gauge::from_arc(series.gauges.entry(split(key)).or_default().clone())
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let mut series = self.0.lock().unwrap();
+        let mut series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         Histogram::from_arc(series.histograms.entry(split(key)).or_default().clone())
     }
 }
@@ -179,11 +182,19 @@ pub struct Captured(Arc<Mutex<State>>);
 
 impl Captured {
     pub fn spans(&self) -> Vec<SpanRecord> {
-        self.0.lock().unwrap().spans.clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spans
+            .clone()
     }
 
     pub fn events(&self) -> Vec<EventRecord> {
-        self.0.lock().unwrap().events.clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            .clone()
     }
 
     /// Spans whose `otel.name` (else name) is `name`.
@@ -225,7 +236,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CaptureLayer {
             .map(|parent| parent.id().into_u64());
         let mut fields = HashMap::new();
         attrs.record(&mut Fields(&mut fields));
-        let mut state = self.0.0.lock().unwrap();
+        let mut state = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
         let parent = parent_id.and_then(|p| state.live.get(&p).copied());
         let index = state.spans.len();
         state.spans.push(SpanRecord {
@@ -239,7 +250,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CaptureLayer {
     }
 
     fn on_record(&self, id: &span::Id, values: &span::Record<'_>, _: Context<'_, S>) {
-        let mut state = self.0.0.lock().unwrap();
+        let mut state = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(index) = state.live.get(&id.into_u64()).copied() {
             values.record(&mut Fields(&mut state.spans[index].fields));
         }
@@ -249,7 +260,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CaptureLayer {
         let parent_id = ctx.event_span(event).map(|span| span.id().into_u64());
         let mut fields = HashMap::new();
         event.record(&mut Fields(&mut fields));
-        let mut state = self.0.0.lock().unwrap();
+        let mut state = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
         let parent = parent_id.and_then(|p| state.live.get(&p).copied());
         state.events.push(EventRecord {
             level: *event.metadata().level(),
@@ -259,7 +270,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CaptureLayer {
     }
 
     fn on_close(&self, id: span::Id, _: Context<'_, S>) {
-        let mut state = self.0.0.lock().unwrap();
+        let mut state = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(index) = state.live.remove(&id.into_u64()) {
             state.spans[index].closed = true;
         }
