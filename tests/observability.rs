@@ -4,12 +4,12 @@
 //! text parser (`prometheus-parse`).
 #![allow(clippy::unwrap_used)]
 mod support {
+    pub mod otlp;
     pub mod processes;
 }
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -17,83 +17,14 @@ use gateway::auth::{Role as TokenRole, issue_token};
 use learnhub_proto::enrollment::v1::{
     CreateUserRequest, Role, enrollment_service_client::EnrollmentServiceClient,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::{AnyValue, KeyValue, any_value},
-    trace::v1::{Span, span::SpanKind},
-};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{Value, json};
-use support::processes::{Service, free_port, run_once};
+use support::{
+    otlp::{Received, Receiver},
+    processes::{Service, free_port, run_once},
+};
 
 const SECRET: &str = "observability-test-secret-of-32-bytes!";
-
-/// A span as the receiver got it, with the `service.name` of the process that sent it.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: Span,
-}
-
-impl Received {
-    fn attr(&self, key: &str) -> Option<String> {
-        attribute(&self.span.attributes, key)
-    }
-
-    fn id(&self) -> &[u8] {
-        &self.span.span_id
-    }
-}
-
-fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|value: &AnyValue| value.value.as_ref())
-        .map(|value| match value {
-            any_value::Value::StringValue(s) => s.clone(),
-            any_value::Value::IntValue(i) => i.to_string(),
-            any_value::Value::BoolValue(b) => b.to_string(),
-            any_value::Value::DoubleValue(d) => d.to_string(),
-            other => format!("{other:?}"),
-        })
-}
-
-#[derive(Default, Clone)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|r| attribute(&r.attributes, "service.name"))
-                .unwrap_or_default();
-            for span in resource_spans
-                .scope_spans
-                .into_iter()
-                .flat_map(|scope| scope.spans)
-            {
-                spans.push(Received {
-                    service: service.clone(),
-                    span,
-                });
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 /// The four services, each a process of its own, exporting to `otlp`.
 struct Topology {
@@ -265,14 +196,7 @@ fn has_metric(scrape: &prometheus_parse::Scrape, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_is_one_trace_across_four_processes_and_every_service_serves_metrics() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let (receiver, otlp) = Receiver::start().await;
     let topology = tokio::task::spawn_blocking(move || start_topology(&otlp))
         .await
         .unwrap();
@@ -416,7 +340,7 @@ async fn one_request_is_one_trace_across_four_processes_and_every_service_serves
         assert!(status.success(), "{name} exited {status}");
     }
 
-    let spans = receiver.spans.lock().unwrap().clone();
+    let spans = receiver.spans();
     let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     for service in ["gateway", "catalog-svc", "enrollment-svc", "cache-svc"] {
         assert!(

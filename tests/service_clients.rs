@@ -3,11 +3,7 @@
 //! trace context arrives at catalog-svc and at cache-svc. Its own test binary: the tracing
 //! subscriber is process-global.
 #![allow(clippy::unwrap_used)]
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use learnhub_db::{Backend, DbArgs, testing::TestDatabase};
 use learnhub_kit::{client::Resolver, shutdown::CancellationToken};
@@ -18,13 +14,12 @@ use learnhub_proto::{
         enrollment_service_client::EnrollmentServiceClient,
     },
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    trace::v1::{Span, span::SpanKind},
-};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
+use support::otlp::Receiver;
+
+mod support {
+    pub mod otlp;
+}
 
 fn db_args(database: &TestDatabase) -> DbArgs {
     DbArgs {
@@ -190,43 +185,14 @@ async fn enrollment_svc_spreads_catalog_calls_over_the_replicas_behind_one_name(
     stop.cancel();
 }
 
-#[derive(Default, Clone)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request
-            .into_inner()
-            .resource_spans
-            .into_iter()
-            .flat_map(|r| r.scope_spans)
-            .flat_map(|s| s.spans);
-        self.spans.lock().unwrap().extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_reaches_catalog_svc_and_cache_svc() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let (receiver, otlp) = Receiver::start().await;
     let telemetry = learnhub_kit::telemetry::init_with_endpoint(
         "learnhub-test",
         env!("CARGO_PKG_VERSION"),
         "text",
-        Some(&format!("http://{otlp}")),
+        Some(&otlp),
     );
     assert!(telemetry.exporting());
 
@@ -266,7 +232,7 @@ async fn trace_context_reaches_catalog_svc_and_cache_svc() {
     // Dropping the guard flushes the batch of spans to the collector.
     drop(telemetry);
 
-    let spans = collector.spans.lock().unwrap();
+    let spans: Vec<Span> = receiver.spans().into_iter().map(|r| r.span).collect();
     let enroll = spans
         .iter()
         .find(|span| span.name == "learnhub.enrollment.v1.EnrollmentService/Enroll")

@@ -2,49 +2,24 @@
 //! share a trace id, exported over OTLP/gRPC to a collector (an in-process OTLP receiver here,
 //! Jaeger in a deployment). Its own test binary: the tracing subscriber is process-global.
 #![allow(clippy::unwrap_used)]
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-};
+use std::collections::{HashMap, HashSet};
 
 use learnhub::{CacheStore, DemoData, Platform, PlatformConfig};
 use learnhub_db::{Backend, testing::TestDatabase};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
+use support::otlp::Receiver;
 
-#[derive(Default, Clone)]
-struct Collector {
-    requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.requests.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
+mod support {
+    pub mod otlp;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_one_trace_across_services() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let (receiver, otlp) = Receiver::start().await;
     let telemetry = learnhub_kit::telemetry::init_with_endpoint(
         "learnhub-test",
         env!("CARGO_PKG_VERSION"),
         "text",
-        Some(&format!("http://{otlp}")),
+        Some(&otlp),
     );
     assert!(telemetry.exporting());
 
@@ -70,23 +45,14 @@ async fn a_request_is_one_trace_across_services() {
     // Dropping the guard flushes the batch of spans to the collector.
     drop(telemetry);
 
-    let requests = collector.requests.lock().unwrap();
     let mut traces: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
     let mut service_names = HashSet::new();
-    for request in requests.iter() {
-        for resource in &request.resource_spans {
-            for attribute in resource.resource.iter().flat_map(|r| &r.attributes) {
-                if attribute.key == "service.name" {
-                    service_names.insert(format!("{:?}", attribute.value));
-                }
-            }
-            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
-                traces
-                    .entry(span.trace_id.clone())
-                    .or_default()
-                    .insert(span.name.clone());
-            }
-        }
+    for received in receiver.spans() {
+        service_names.insert(received.service);
+        traces
+            .entry(received.span.trace_id)
+            .or_default()
+            .insert(received.span.name);
     }
     assert!(
         service_names
