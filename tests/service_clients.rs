@@ -187,14 +187,7 @@ async fn enrollment_svc_spreads_catalog_calls_over_the_replicas_behind_one_name(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_reaches_catalog_svc_and_cache_svc() {
-    let (receiver, otlp) = Receiver::start().await;
-    let telemetry = learnhub_kit::telemetry::init_with_endpoint(
-        "learnhub-test",
-        env!("CARGO_PKG_VERSION"),
-        "text",
-        Some(&otlp),
-    );
-    assert!(telemetry.exporting());
+    let (receiver, telemetry) = Receiver::start_exporting().await;
 
     let stop = CancellationToken::new();
     let cache = cache_svc::Application::build(&cache_svc::Config {

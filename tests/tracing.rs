@@ -14,14 +14,7 @@ mod support {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_one_trace_across_services() {
-    let (receiver, otlp) = Receiver::start().await;
-    let telemetry = learnhub_kit::telemetry::init_with_endpoint(
-        "learnhub-test",
-        env!("CARGO_PKG_VERSION"),
-        "text",
-        Some(&otlp),
-    );
-    assert!(telemetry.exporting());
+    let (receiver, telemetry) = Receiver::start_exporting().await;
 
     let databases = [
         TestDatabase::create(Backend::Sqlite).await,

@@ -439,26 +439,18 @@ impl QueryProfiler {
             let shape = &finding.shape;
             // Runs on the RPC's task, its span still open: one event, the log line and an event
             // on that span.
-            if let Some(span) = scope.rpc_span() {
-                tracing::warn!(
-                    parent: &span,
-                    rpc = %scope.rpc,
-                    count,
-                    total_ms,
-                    name = &*shape.summary.name,
-                    statement = &*shape.logged,
-                    "N+1 query pattern: one statement repeated within one call"
-                );
-            } else {
-                tracing::warn!(
-                    rpc = %scope.rpc,
-                    count,
-                    total_ms,
-                    name = &*shape.summary.name,
-                    statement = &*shape.logged,
-                    "N+1 query pattern: one statement repeated within one call"
-                );
-            }
+            // Outside a request span the event's parent is whatever is current, as a plain
+            // `warn!` would have it.
+            let span = scope.rpc_span().unwrap_or_else(tracing::Span::current);
+            tracing::warn!(
+                parent: &span,
+                rpc = %scope.rpc,
+                count,
+                total_ms,
+                name = &*shape.summary.name,
+                statement = &*shape.logged,
+                "N+1 query pattern: one statement repeated within one call"
+            );
         }
         if let Ok(mut table) = self.by_rpc.lock() {
             let entry = table.entry(scope.rpc.clone()).or_default();

@@ -64,6 +64,20 @@ impl Receiver {
         (receiver, endpoint)
     }
 
+    /// [`Receiver::start`], then this process's tracing exporting to it (as `learnhub-test`);
+    /// drop the guard to flush what is still batched.
+    pub async fn start_exporting() -> (Self, learnhub_kit::telemetry::Telemetry) {
+        let (receiver, endpoint) = Self::start().await;
+        let telemetry = learnhub_kit::telemetry::init_with_endpoint(
+            "learnhub-test",
+            env!("CARGO_PKG_VERSION"),
+            "text",
+            Some(&endpoint),
+        );
+        assert!(telemetry.exporting());
+        (receiver, telemetry)
+    }
+
     /// Every span received so far.
     pub fn spans(&self) -> Vec<Received> {
         self.spans.lock().unwrap().clone()
