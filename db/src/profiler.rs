@@ -642,6 +642,9 @@ impl RpcScope {
     /// Which parent the statements of a connection checked out now get — the span current
     /// here, or the RPC's when none is — and whether there is one.
     fn checkout_parent(&self) -> (usize, bool) {
+        if learnhub_kit::telemetry::in_unsampled_request() {
+            return (0, false);
+        }
         let current = tracing::Span::current();
         let Ok(mut spans) = self.spans.lock() else {
             return (0, false);
@@ -735,7 +738,13 @@ pub async fn profile_rpc<F: Future>(rpc: impl Into<String>, call: F) -> F::Outpu
         seen: Mutex::new(Vec::new()),
         spans: Mutex::new(CallSpans {
             // Read on the first poll, inside the server's instrumented future: the RPC's span.
-            parents: vec![tracing::Span::current()],
+            // A request that is not sampled has none (a span that only the logs see may be
+            // current), and its statements get none either.
+            parents: vec![if learnhub_kit::telemetry::in_unsampled_request() {
+                tracing::Span::none()
+            } else {
+                tracing::Span::current()
+            }],
             ..CallSpans::default()
         }),
     });

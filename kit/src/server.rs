@@ -14,12 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 pub use crate::rpc_call::ObservedBody;
 use crate::{
     rpc_call::{RpcCall, Side},
-    telemetry,
+    telemetry::{self, ServerTrace},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -198,14 +197,13 @@ where
         if content_type.starts_with("application/grpc") {
             let grpc_web = content_type.starts_with("application/grpc-web");
             let path = request.uri().path();
-            let span = telemetry::rpc_server_span(path);
-            telemetry::continue_trace(&span, request.headers());
-            let call = RpcCall::start(span.clone(), Side::Server, path);
+            let trace = ServerTrace::start(request.headers(), || telemetry::rpc_server_span(path));
+            let call = RpcCall::start(trace.span().clone(), Side::Server, path);
             request.extensions_mut().insert(ServerSide::Rpc {
                 call: call.clone(),
                 grpc_web,
             });
-            let response = self.0.call(request).instrument(span);
+            let response = trace.run(|| self.0.call(request));
             Box::pin(async move {
                 let response = response
                     .await
@@ -214,12 +212,14 @@ where
                 Ok(response.map(|body| ObservedBody::new(body, call)))
             })
         } else {
-            let span = telemetry::http_server_span(request.method(), request.uri().path());
-            telemetry::continue_trace(&span, request.headers());
+            let trace = ServerTrace::start(request.headers(), || {
+                telemetry::http_server_span(request.method(), request.uri().path())
+            });
+            let span = trace.span().clone();
             request
                 .extensions_mut()
                 .insert(ServerSide::Http(span.clone()));
-            let response = self.0.call(request).instrument(span.clone());
+            let response = trace.run(|| self.0.call(request));
             Box::pin(async move {
                 let response = response.await?;
                 telemetry::record_http_status(&span, response.status());

@@ -10,26 +10,31 @@
 //! OTEL_TRACES_SAMPLER_ARG; the resource is OTEL_SERVICE_NAME (else the service's own name),
 //! `service.version` and OTEL_RESOURCE_ATTRIBUTES.
 use std::{
+    future::Future,
     io::IsTerminal,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use opentelemetry::{
     KeyValue, global,
     propagation::{Extractor, Injector},
-    trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
     resource::TelemetryResourceDetector,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider},
 };
 use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter,
+    EnvFilter, Layer,
+    filter::{self, FilterExt},
     fmt::{self, FmtContext, FormatEvent, FormatFields, MakeWriter, format::Writer},
     prelude::*,
     registry::{LookupSpan, Registry},
@@ -171,6 +176,9 @@ where
             .with_writer(writer)
             .boxed()
     };
+    if provider.is_some() {
+        SPANS_BUILT.store(true, Ordering::Relaxed);
+    }
     let traces = provider.map(|provider| {
         // The transport's own spans would trace the exporter exporting itself.
         let quiet = filter::Targets::new()
@@ -191,14 +199,16 @@ where
             .with_target(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(quiet)
+            .with_filter(quiet.and(SkipUnsampled))
     });
     // RUST_LOG filters the logs only: traces keep their own level, so a quiet log does not
     // silence the traces.
+    // The slot sees no span or event: a layer without a filter would make every callsite of
+    // every crate (h2's per-frame events included) ask the filters above on every hit.
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
         .with(traces)
-        .with(dispatch)
+        .with(dispatch.with_filter(filter::LevelFilter::OFF))
 }
 
 fn span_exporter(endpoint: &str) -> Option<opentelemetry_otlp::SpanExporter> {
@@ -430,9 +440,17 @@ where
     N: for<'w> FormatFields<'w> + 'static,
 {
     let innermost = if event.is_contextual() {
-        ctx.current_span().id()?.clone()
+        ctx.current_span().id().cloned()
     } else {
-        event.parent()?.clone()
+        event.parent().cloned()
+    };
+    let unsampled = || {
+        UNSAMPLED
+            .try_with(|trace| (trace.trace_id(), trace.span_id()))
+            .ok()
+    };
+    let Some(innermost) = innermost else {
+        return unsampled();
     };
     let registry = dispatch.downcast_ref::<Registry>()?;
     registry
@@ -442,6 +460,123 @@ where
         .map(|context| context.span().span_context().clone())
         .find(|span_context| span_context.is_valid())
         .map(|span_context| (span_context.trace_id(), span_context.span_id()))
+        .or_else(unsampled)
+}
+
+/// Whether spans are built for OpenTelemetry (an exporter, or JSON logs that need span ids).
+static SPANS_BUILT: AtomicBool = AtomicBool::new(false);
+
+tokio::task_local! {
+    /// The trace context of the request this task serves, when that request is not sampled.
+    static UNSAMPLED: SpanContext;
+}
+
+/// Whether this code runs inside a request that is not sampled: its spans are not built (see
+/// [`SkipUnsampled`]), and a span of its own would start a trace of its own.
+pub fn in_unsampled_request() -> bool {
+    UNSAMPLED.try_with(|_| ()).is_ok()
+}
+
+/// The OpenTelemetry layer's filter that leaves out every span and event of a request that is not
+/// sampled. Building a span costs the same sampled or not (the registry's slot, its fields as
+/// attributes, the sampler); at a 1 % sampler almost every span of a request would be built only
+/// to be dropped, so the decision is taken once, on the request's server span, and the rest of
+/// the request makes none. Its trace context still crosses the hops (flag not sampled), so the
+/// callees make none either, and JSON log lines still carry its trace id.
+struct SkipUnsampled;
+
+impl<S> tracing_subscriber::layer::Filter<S> for SkipUnsampled {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        !in_unsampled_request()
+    }
+}
+
+/// How a server traces one request: under its server span (sampled, or no OpenTelemetry layer
+/// at all), or under no span with its trace context kept for the hops it makes.
+pub(crate) struct ServerTrace {
+    span: tracing::Span,
+    unsampled: Option<SpanContext>,
+}
+
+impl ServerTrace {
+    /// Continues the caller's trace from its W3C `traceparent` (or starts one), with `make_span`
+    /// the request's server span. A caller's unsampled trace makes no span at all; a new trace
+    /// the sampler leaves out builds the server span only to take that decision.
+    pub(crate) fn start(
+        headers: &http::HeaderMap,
+        make_span: impl FnOnce() -> tracing::Span,
+    ) -> Self {
+        let parent = global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(headers))
+        });
+        if !SPANS_BUILT.load(Ordering::Relaxed) {
+            // No span is built for export here; a subscriber of the caller's own (tests) may
+            // still trace, so the span continues the caller's trace all the same.
+            let span = make_span();
+            let _ = span.set_parent(parent);
+            return Self {
+                span,
+                unsampled: None,
+            };
+        }
+        let remote = parent.span().span_context().clone();
+        if remote.is_valid() && !remote.is_sampled() {
+            return Self::unsampled(&remote);
+        }
+        let span = make_span();
+        let _ = span.set_parent(parent);
+        let decided = span.context().span().span_context().clone();
+        if decided.is_valid() && !decided.is_sampled() {
+            return Self::unsampled(&decided);
+        }
+        Self {
+            span,
+            unsampled: None,
+        }
+    }
+
+    /// A request of `trace` under no span; the hops it makes name a span id of this hop's own.
+    fn unsampled(trace: &SpanContext) -> Self {
+        let context = SpanContext::new(
+            trace.trace_id(),
+            RandomIdGenerator::default().new_span_id(),
+            TraceFlags::default(),
+            true,
+            trace.trace_state().clone(),
+        );
+        Self {
+            span: tracing::Span::none(),
+            unsampled: Some(context),
+        }
+    }
+
+    /// The request's server span (disabled when the request is not sampled).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Runs `call` (the inner service's `call`, which may start spans of its own) and the future
+    /// it returns within the request's trace.
+    pub(crate) fn run<F: Future>(
+        self,
+        call: impl FnOnce() -> F,
+    ) -> futures::future::Either<
+        tracing::instrument::Instrumented<F>,
+        tokio::task::futures::TaskLocalFuture<SpanContext, F>,
+    > {
+        use tracing::Instrument as _;
+        match self.unsampled {
+            None => futures::future::Either::Left(call().instrument(self.span)),
+            Some(trace) => {
+                let future = UNSAMPLED.sync_scope(trace.clone(), call);
+                futures::future::Either::Right(UNSAMPLED.scope(trace, future))
+            }
+        }
+    }
 }
 
 /// The server span of a gRPC call (`package.Service/Method`); the status code is recorded when
@@ -511,18 +646,17 @@ pub(crate) fn record_http_status(span: &tracing::Span, status: http::StatusCode)
     }
 }
 
-/// Makes `span` continue the caller's trace when the request carries a W3C `traceparent`.
-pub(crate) fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent =
-        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
-    // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
-    let _ = span.set_parent(parent);
-}
-
 /// Adds `span`'s trace context to an outgoing request's headers (what
-/// [`crate::client::ServiceChannel`] does for every call, with the call's client span).
+/// [`crate::client::ServiceChannel`] does for every call, with the call's client span). Inside a
+/// request that is not sampled, where no span is built, the request's trace goes out, marked
+/// not sampled.
 pub fn inject_trace_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    let context = span.context();
+    let mut context = span.context();
+    if !context.span().span_context().is_valid()
+        && let Ok(trace) = UNSAMPLED.try_with(SpanContext::clone)
+    {
+        context = opentelemetry::Context::new().with_remote_span_context(trace);
+    }
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
@@ -804,6 +938,154 @@ mod tests {
             self.0.lock().unwrap().extend(names);
             std::future::ready(Ok(()))
         }
+    }
+
+    /// Runs `body` on a runtime of this thread, under `subscriber`.
+    fn block_on_under<T>(
+        subscriber: impl Subscriber + Send + Sync + 'static,
+        body: impl std::future::Future<Output = T>,
+    ) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || runtime.block_on(body))
+    }
+
+    const PATH: &str = "/learnhub.catalog.v1.CatalogService/ListCourses";
+
+    #[test]
+    fn a_request_the_sampler_leaves_out_builds_no_span_yet_passes_its_trace_on() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let decisions = Arc::new(Mutex::new(Vec::new()));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(CountingSampler {
+                inner: Sampling::ParentBasedAlwaysOff.sampler(),
+                names: decisions.clone(),
+            })
+            .with_simple_exporter(SpanNames(spans.clone()))
+            .build();
+        let logs = Captured::default();
+        let subscriber = subscriber(EnvFilter::new("info"), true, logs.clone(), Some(&provider));
+        let (outgoing, in_request, callee_spans_made) = block_on_under(subscriber, async {
+            let trace = ServerTrace::start(&http::HeaderMap::new(), || rpc_server_span(PATH));
+            assert!(trace.span().is_none(), "an unsampled request keeps no span");
+            let outgoing = trace
+                .run(|| async {
+                    let in_request = in_unsampled_request();
+                    let child = tracing::info_span!("child");
+                    let _child = child.enter();
+                    tracing::warn!("inside");
+                    let mut headers = http::HeaderMap::new();
+                    inject_trace_headers(&mut headers);
+                    (headers, in_request)
+                })
+                .await;
+            // The callee continues the caller's unsampled trace without making a span at all.
+            let mut made = 0;
+            let callee = ServerTrace::start(&outgoing.0, || {
+                made += 1;
+                rpc_server_span(PATH)
+            });
+            assert!(callee.unsampled.is_some());
+            (outgoing.0, outgoing.1, made)
+        });
+        assert!(in_request);
+        assert_eq!(callee_spans_made, 0);
+        // One span was built, to take the decision; the request's child span never was.
+        assert_eq!(
+            *decisions.lock().unwrap(),
+            ["learnhub.catalog.v1.CatalogService/ListCourses"]
+        );
+        provider.force_flush().unwrap();
+        assert!(
+            spans.lock().unwrap().is_empty(),
+            "{:?}",
+            spans.lock().unwrap()
+        );
+        let traceparent = outgoing["traceparent"].to_str().unwrap().to_owned();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[3], "00", "marked not sampled: {traceparent}");
+        assert_ne!(parts[1], "0".repeat(32));
+        let lines = logs.lines();
+        let inside = lines
+            .iter()
+            .find(|line| line["fields"]["message"] == "inside")
+            .expect("the line written inside the request");
+        assert_eq!(inside["trace_id"], parts[1], "{inside}");
+    }
+
+    /// A sampler that notes the name of every span it decides on.
+    #[derive(Debug, Clone)]
+    struct CountingSampler {
+        inner: Sampler,
+        names: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl opentelemetry_sdk::trace::ShouldSample for CountingSampler {
+        fn should_sample(
+            &self,
+            parent_context: Option<&opentelemetry::Context>,
+            trace_id: TraceId,
+            name: &str,
+            span_kind: &opentelemetry::trace::SpanKind,
+            attributes: &[KeyValue],
+            links: &[opentelemetry::trace::Link],
+        ) -> opentelemetry_sdk::trace::SamplingResult {
+            self.names.lock().unwrap().push(name.to_owned());
+            self.inner
+                .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+        }
+    }
+
+    #[test]
+    fn a_sampled_caller_makes_every_span_of_the_request() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampling::ParentBasedTraceIdRatio(0.0).sampler())
+            .with_simple_exporter(SpanNames(spans.clone()))
+            .build();
+        let subscriber = subscriber(
+            EnvFilter::new("warn"),
+            false,
+            std::io::sink,
+            Some(&provider),
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        );
+        let outgoing = block_on_under(subscriber, async {
+            let trace = ServerTrace::start(&headers, || rpc_server_span(PATH));
+            assert!(trace.unsampled.is_none());
+            trace
+                .run(|| async {
+                    let child = tracing::info_span!("child");
+                    let _child = child.enter();
+                    let mut headers = http::HeaderMap::new();
+                    inject_trace_headers(&mut headers);
+                    headers
+                })
+                .await
+        });
+        provider.force_flush().unwrap();
+        let mut names = spans.lock().unwrap().clone();
+        names.sort();
+        assert_eq!(
+            names,
+            ["child", "learnhub.catalog.v1.CatalogService/ListCourses"]
+        );
+        let traceparent = outgoing["traceparent"].to_str().unwrap();
+        assert!(
+            traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+                && traceparent.ends_with("-01"),
+            "{traceparent}"
+        );
     }
 
     #[test]

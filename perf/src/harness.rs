@@ -27,6 +27,9 @@ pub struct Measurement {
     pub elapsed: Duration,
     pub concurrency: usize,
     pub micros: Histogram<u64>,
+    /// CPU time this process spent during the measurement (user + system, every thread), when
+    /// the system says (Linux): everything in this process, load generator included.
+    pub cpu: Option<Duration>,
 }
 
 impl Measurement {
@@ -52,6 +55,29 @@ impl Measurement {
     pub fn throughput(&self) -> f64 {
         (self.requests - self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+    /// CPU time of this process per request, in µs: what a call costs, however busy the machine
+    /// is with other work (wall-clock throughput is not).
+    pub fn cpu_micros_per_call(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Clock ticks are 100 per second on Linux, so over seconds of load the error is
+/// under a percent.
+pub fn process_cpu() -> Option<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold blanks; fields after it are plain numbers.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    // utime and stime are fields 14 and 15; `after_name` starts at field 3.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -69,6 +95,7 @@ where
 {
     let call = Arc::new(call);
     let issued = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let deadline = started + limit.duration;
     let concurrency = concurrency.max(1);
@@ -110,6 +137,7 @@ where
         elapsed: Duration::ZERO,
         concurrency,
         micros: histogram(),
+        cpu: None,
     };
     for worker in workers {
         match worker.await {
@@ -130,6 +158,9 @@ where
         }
     }
     result.elapsed = started.elapsed();
+    result.cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(before, after)| after.saturating_sub(before));
     result
 }
 

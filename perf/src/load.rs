@@ -164,7 +164,9 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
          HTTP/2 connection(s), REST over HTTP/1.1 keep-alive connections (one per caller). The \
          catalog page is the first page of one of {} filters (all / python / sql / each \
          category), anonymous: {}. The floor is the cheapest call the gateway answers (health), \
-         on the same harness, so `page / floor` is what the page itself costs.\n",
+         on the same harness, so `page / floor` is what the page itself costs. CPU µs/call is this \
+         process's CPU time (every service and the load generator; not Postgres or Redis) per \
+         call: unlike calls/s, it holds when other work shares the machine.\n",
         settings.command_line,
         machine.profile,
         target.scale,
@@ -179,8 +181,8 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
         let _ = writeln!(
             out,
             "## Concurrency {concurrency}\n\n\
-             | Endpoint | calls/s | p50 ms | p99 ms | mean ms | throughput vs floor | p50 vs floor | cache hit rate |\n\
-             |---|---|---|---|---|---|---|---|"
+             | Endpoint | calls/s | p50 ms | p99 ms | mean ms | CPU µs/call | throughput vs floor | p50 vs floor | cache hit rate |\n\
+             |---|---|---|---|---|---|---|---|---|"
         );
         for row in rows {
             let m = &row.measurement;
@@ -190,12 +192,14 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
                 .and_then(|f| rows.iter().find(|r| r.endpoint == f));
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
                 row.endpoint.name(),
                 m.throughput(),
                 m.p50_ms(),
                 m.p99_ms(),
                 m.mean_ms(),
+                m.cpu_micros_per_call()
+                    .map_or("-".into(), |cpu| format!("{cpu:.0}")),
                 floor.map_or("-".into(), |f| format!(
                     "{:.0} %",
                     100.0 * m.throughput() / f.measurement.throughput().max(1e-9)
@@ -229,6 +233,7 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
                         serde_json::json!({
                             "throughput": m.throughput(), "p50_ms": m.p50_ms(),
                             "p99_ms": m.p99_ms(), "mean_ms": m.mean_ms(),
+                            "cpu_micros_per_call": m.cpu_micros_per_call(),
                             "cache_hit_rate": r.hit_rate,
                         }),
                     )
