@@ -110,6 +110,7 @@ pub fn init_with_endpoint(
         );
         let builder = SdkTracerProvider::builder()
             .with_sampler(sampling.sampler())
+            .with_id_generator(DecidedIds::default())
             .with_resource(resource);
         match exporter {
             Some(exporter) => builder.with_batch_exporter(exporter),
@@ -134,6 +135,7 @@ pub fn init_with_endpoint(
     global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(provider) = &provider {
         global::set_tracer_provider(provider.clone());
+        let _ = SAMPLING.set(sampling);
     }
     if let Some(problem) = sampling_problem {
         tracing::warn!(%problem, fallback = ?problem.fallback(), "trace sampling misconfigured");
@@ -360,6 +362,35 @@ impl Sampling {
         }
     }
 
+    /// Whether a caller's decision is followed (the parent-based samplers).
+    fn follows_parent(self) -> bool {
+        matches!(
+            self,
+            Self::ParentBasedAlwaysOn
+                | Self::ParentBasedAlwaysOff
+                | Self::ParentBasedTraceIdRatio(_)
+        )
+    }
+
+    /// Whether a new trace (no parent) with this id is sampled: the decision of [`Self::sampler`]
+    /// (for a ratio, the SDK's test on the id's lower 63 bits), taken without building a span.
+    fn samples_new_trace(self, trace_id: TraceId) -> bool {
+        match self {
+            Self::AlwaysOn | Self::ParentBasedAlwaysOn => true,
+            Self::AlwaysOff | Self::ParentBasedAlwaysOff => false,
+            Self::TraceIdRatio(ratio) | Self::ParentBasedTraceIdRatio(ratio) => {
+                if ratio >= 1.0 {
+                    return true;
+                }
+                let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+                let bytes = trace_id.to_bytes();
+                let mut low = [0u8; 8];
+                low.copy_from_slice(&bytes[8..]);
+                (u64::from_be_bytes(low) >> 1) < bound
+            }
+        }
+    }
+
     /// The SDK sampler that does it.
     pub fn sampler(self) -> Sampler {
         let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
@@ -466,6 +497,34 @@ where
 /// Whether spans are built for OpenTelemetry (an exporter, or JSON logs that need span ids).
 static SPANS_BUILT: AtomicBool = AtomicBool::new(false);
 
+/// The sampling [`init`] gave the tracer provider, so a server can decide a new trace's sampling
+/// before building any span for it.
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+thread_local! {
+    /// The trace id a server decided to sample, for the root span it builds next (see
+    /// [`DecidedIds`]).
+    static NEXT_TRACE_ID: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The SDK's random ids, except that the root span a server builds right after deciding to sample
+/// a new trace gets the trace id the decision was taken on (the SDK's ratio sampler, deciding on
+/// the same id, agrees).
+#[derive(Debug, Default)]
+struct DecidedIds(RandomIdGenerator);
+
+impl IdGenerator for DecidedIds {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .with(std::cell::Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
 tokio::task_local! {
     /// The trace context of the request this task serves, when that request is not sampled.
     static UNSAMPLED: SpanContext;
@@ -510,6 +569,16 @@ impl ServerTrace {
         headers: &http::HeaderMap,
         make_span: impl FnOnce() -> tracing::Span,
     ) -> Self {
+        Self::start_with(headers, SAMPLING.get().copied(), make_span)
+    }
+
+    /// [`ServerTrace::start`] with the tracer's sampling given (`None`: unknown, so a new trace
+    /// is decided by building its server span and asking the tracer).
+    fn start_with(
+        headers: &http::HeaderMap,
+        sampling: Option<Sampling>,
+        make_span: impl FnOnce() -> tracing::Span,
+    ) -> Self {
         let parent = global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(headers))
         });
@@ -524,8 +593,31 @@ impl ServerTrace {
             };
         }
         let remote = parent.span().span_context().clone();
-        if remote.is_valid() && !remote.is_sampled() {
-            return Self::unsampled(&remote);
+        if remote.is_valid() {
+            if !remote.is_sampled() && sampling.is_none_or(Sampling::follows_parent) {
+                return Self::unsampled(&remote);
+            }
+        } else if let Some(sampling) = sampling {
+            // A new trace: decided here, on an id of our own, before any span exists.
+            let trace_id = RandomIdGenerator::default().new_trace_id();
+            if !sampling.samples_new_trace(trace_id) {
+                return Self::unsampled(&SpanContext::new(
+                    trace_id,
+                    SpanId::INVALID,
+                    TraceFlags::default(),
+                    false,
+                    opentelemetry::trace::TraceState::default(),
+                ));
+            }
+            NEXT_TRACE_ID.with(|next| next.set(Some(trace_id)));
+            let span = make_span();
+            // Built now, on this thread, so it takes the decided id.
+            let _ = span.context();
+            NEXT_TRACE_ID.with(|next| next.set(None));
+            return Self {
+                span,
+                unsampled: None,
+            };
         }
         let span = make_span();
         let _ = span.set_parent(parent);
@@ -1014,6 +1106,116 @@ mod tests {
             .find(|line| line["fields"]["message"] == "inside")
             .expect("the line written inside the request");
         assert_eq!(inside["trace_id"], parts[1], "{inside}");
+    }
+
+    #[test]
+    fn a_new_traces_sampling_is_decided_as_the_sdk_decides_it() {
+        use opentelemetry_sdk::trace::ShouldSample;
+        let ids = RandomIdGenerator::default();
+        for sampling in [
+            Sampling::TraceIdRatio(0.3),
+            Sampling::ParentBasedTraceIdRatio(0.01),
+            Sampling::ParentBasedTraceIdRatio(0.0),
+            Sampling::TraceIdRatio(1.0),
+            Sampling::AlwaysOff,
+            Sampling::ParentBasedAlwaysOn,
+        ] {
+            let sampler = sampling.sampler();
+            let mut sampled = 0;
+            for _ in 0..4000 {
+                let id = ids.new_trace_id();
+                let sdk = sampler.should_sample(
+                    None,
+                    id,
+                    "root",
+                    &opentelemetry::trace::SpanKind::Server,
+                    &[],
+                    &[],
+                );
+                let sdk =
+                    sdk.decision == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample;
+                assert_eq!(sampling.samples_new_trace(id), sdk, "{sampling:?} {id}");
+                sampled += usize::from(sdk);
+            }
+            if sampling == Sampling::TraceIdRatio(0.3) {
+                assert!((1000..1400).contains(&sampled), "{sampled}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_trace_is_decided_before_any_span_is_built() {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let decisions = Arc::new(Mutex::new(Vec::new()));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(CountingSampler {
+                inner: Sampling::ParentBasedTraceIdRatio(0.5).sampler(),
+                names: decisions.clone(),
+            })
+            .with_id_generator(DecidedIds::default())
+            .with_simple_exporter(SpanNames(spans.clone()))
+            .build();
+        let subscriber = subscriber(
+            EnvFilter::new("warn"),
+            false,
+            std::io::sink,
+            Some(&provider),
+        );
+        let sampling = Some(Sampling::ParentBasedTraceIdRatio(0.5));
+        let (mut kept, mut made) = (0, 0);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..200 {
+                let trace = ServerTrace::start_with(&http::HeaderMap::new(), sampling, || {
+                    made += 1;
+                    rpc_server_span(PATH)
+                });
+                if trace.unsampled.is_none() {
+                    kept += 1;
+                    let context = trace.span().context();
+                    assert!(context.span().span_context().is_sampled());
+                }
+            }
+        });
+        provider.force_flush().unwrap();
+        // Spans were built for the sampled traces only, and the tracer agreed with every one.
+        assert_eq!(made, kept);
+        assert_eq!(decisions.lock().unwrap().len(), kept);
+        assert_eq!(spans.lock().unwrap().len(), kept);
+        assert!((60..140).contains(&kept), "{kept} of 200 at a ratio of 0.5");
+    }
+
+    #[test]
+    fn a_sampler_that_ignores_the_parent_still_samples_an_unsampled_callers_trace() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampling::AlwaysOn.sampler())
+            .build();
+        let subscriber = subscriber(
+            EnvFilter::new("warn"),
+            false,
+            std::io::sink,
+            Some(&provider),
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+            ),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let trace = ServerTrace::start_with(&headers, Some(Sampling::AlwaysOn), || {
+                rpc_server_span(PATH)
+            });
+            assert!(trace.unsampled.is_none());
+            let context = trace.span().context();
+            assert!(context.span().span_context().is_sampled());
+            let unsampled =
+                ServerTrace::start_with(&headers, Some(Sampling::ParentBasedAlwaysOn), || {
+                    rpc_server_span(PATH)
+                });
+            assert!(unsampled.unsampled.is_some());
+        });
     }
 
     /// A sampler that notes the name of every span it decides on.
