@@ -134,6 +134,8 @@ pub struct PlatformConfig {
     /// loopback port ([`Platform::metrics_addr`]). Off by default: the process has one metrics
     /// registry, served with every service's series by the gateway's `GET /metrics`.
     pub service_metrics_listeners: bool,
+    /// The gateway's per-caller rate limits and load limits (the flags' defaults unless set).
+    pub gateway_limits: gateway::limits::LimitConfig,
 }
 
 impl PlatformConfig {
@@ -158,6 +160,7 @@ impl PlatformConfig {
             demo_data: DemoData::None,
             gateway_upstreams: None,
             service_metrics_listeners: false,
+            gateway_limits: gateway::limits::LimitConfig::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl fmt::Debug for PlatformConfig {
             .field("demo_data", &self.demo_data)
             .field("gateway_upstreams", &self.gateway_upstreams)
             .field("service_metrics_listeners", &self.service_metrics_listeners)
+            .field("gateway_limits", &self.gateway_limits)
             .finish()
     }
 }
@@ -613,6 +617,8 @@ fn gateway_config(
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
         auth_max_token_hours: gateway::auth::DEFAULT_MAX_TOKEN_HOURS,
+        limits: config.gateway_limits.clone(),
+        edge: gateway::edge::EdgeConfig::default(),
     }
 }
 

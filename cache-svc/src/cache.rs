@@ -102,7 +102,8 @@ impl Journal {
 /// Settings of the cache itself (the service adds request limits).
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
-    pub memory_capacity: u64,
+    /// Bytes the in-process store may hold.
+    pub memory_max_bytes: u64,
     pub lease_ttl: Duration,
     /// None: the in-process store only.
     pub redis: Option<RedisOptions>,
@@ -148,7 +149,7 @@ impl Cache {
         };
         let cache = Self {
             inner: Arc::new(Inner {
-                memory: MemoryStore::new(options.memory_capacity, options.lease_ttl),
+                memory: MemoryStore::new(options.memory_max_bytes, options.lease_ttl),
                 redis,
                 stats,
                 stop: CancellationToken::new(),

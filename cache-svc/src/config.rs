@@ -1,7 +1,12 @@
 //! cache-svc's settings: flags with environment fallbacks (`cache-svc serve --help`).
 use std::time::Duration;
 
+use learnhub_kit::limits::ServerLimits;
+
 use crate::store::redis::RedisOptions;
+
+/// 64 MiB: the in-process store's default bound.
+pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -21,10 +26,12 @@ pub struct Config {
     /// TTL of a Set that gives none (seconds).
     #[arg(long, env = "CACHE_DEFAULT_TTL_SECS", default_value_t = 300)]
     pub default_ttl_secs: u32,
-    /// Entries held by the in-process store (used without Redis, or while Redis is down).
-    #[arg(long, env = "CACHE_MEMORY_CAPACITY", default_value_t = 100_000)]
-    pub memory_capacity: u64,
-    /// Largest value accepted by Set (bytes).
+    /// Bytes the in-process store may hold (used without Redis, or while Redis is down): keys,
+    /// values and a per-entry overhead; the least useful entries go first.
+    #[arg(long, env = "CACHE_MEMORY_MAX_BYTES", default_value_t = DEFAULT_MEMORY_MAX_BYTES)]
+    pub memory_max_bytes: u64,
+    /// Largest value accepted by Set (bytes). gRPC requests may be this large plus
+    /// [`crate::MESSAGE_OVERHEAD_BYTES`], no larger.
     #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
     /// How long a miss's lease stays valid (seconds): a fill slower than this is not stored.
@@ -37,6 +44,9 @@ pub struct Config {
     /// Redis connections (each one multiplexes many calls).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: u32,
+    /// HTTP/2 streams, requests in flight, connections, deadlines.
+    #[command(flatten)]
+    pub server_limits: ServerLimits,
 }
 
 impl Default for Config {
@@ -49,11 +59,12 @@ impl Default for Config {
             redis_url: None,
             key_prefix: "learnhub:".into(),
             default_ttl_secs: 300,
-            memory_capacity: 100_000,
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
             max_value_bytes: 1 << 20,
             lease_ttl_secs: 30,
             redis_timeout_ms: 500,
             redis_pool_size: 8,
+            server_limits: ServerLimits::default(),
         }
     }
 }

@@ -27,6 +27,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use learnhub_kit::{
+    limits::ServerLimits,
     metrics::{self, MetricsListener},
     server::ServeError,
     shutdown::CancellationToken,
@@ -49,8 +50,12 @@ pub use cache::Cache;
 pub use config::Config;
 pub use error::Error;
 
-/// Largest gRPC message in either direction: batches of values up to the value limit.
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// What a gRPC request may carry beyond one value of the largest size: its key, or the keys of a
+/// batch of small values. A request is at most `max_value_bytes` + this: a client cannot make the
+/// service decode (and hold) much more than the one value it could store.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 1 << 20;
+/// Largest gRPC response: a GetMany of values up to the value limit.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// A bound, connected cache-svc, ready to serve.
 pub struct Application {
@@ -59,6 +64,7 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     cache: Cache,
     limits: service::Limits,
+    server_limits: ServerLimits,
 }
 
 impl Application {
@@ -66,6 +72,18 @@ impl Application {
     /// process's metrics recorder if nobody has yet, and starts the store. Redis being down is
     /// not an error: the in-process store serves until it is back.
     pub async fn build(config: &Config) -> Result<Self, Error> {
+        if config.memory_max_bytes == 0 {
+            return Err(Error::invalid("memory_max_bytes", "must be at least 1"));
+        }
+        if config.max_value_bytes as u64 > config.memory_max_bytes {
+            return Err(Error::invalid(
+                "max_value_bytes",
+                format!(
+                    "must not exceed memory_max_bytes ({}): such a value could never be held",
+                    config.memory_max_bytes
+                ),
+            ));
+        }
         if config.key_prefix.is_empty() {
             return Err(Error::invalid(
                 "key_prefix",
@@ -83,7 +101,7 @@ impl Application {
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         let cache = Cache::start(
             cache::CacheOptions {
-                memory_capacity: config.memory_capacity,
+                memory_max_bytes: config.memory_max_bytes,
                 lease_ttl: config.lease_ttl(),
                 redis: config.redis_options(),
             },
@@ -99,6 +117,7 @@ impl Application {
                 default_ttl: config.default_ttl(),
                 max_value_bytes: config.max_value_bytes,
             },
+            server_limits: config.server_limits.clone(),
         })
     }
 
@@ -119,15 +138,17 @@ impl Application {
     /// Serves gRPC and the metrics listener until `shutdown` is cancelled, then stops the
     /// background tasks.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let max_request_bytes = self.limits.max_value_bytes + MESSAGE_OVERHEAD_BYTES;
         let api = service::CacheApi::new(self.cache.clone(), self.limits);
         let server = CacheServiceServer::new(api)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let grpc = learnhub_kit::server::serve(
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let grpc = learnhub_kit::server::serve_with_limits(
             self.listener,
             Routes::new(server),
             &[SERVICE_NAME],
             shutdown.clone(),
+            &self.server_limits,
         );
         let result = metrics::serve_beside(self.metrics, shutdown, grpc).await;
         self.cache.shutdown().await;

@@ -182,11 +182,20 @@ impl CacheService for CacheApi {
         &self,
         request: Request<InvalidatePatternRequest>,
     ) -> Result<Response<InvalidatePatternResponse>, Status> {
+        let peer = peer(&request);
         let pattern = Pattern::parse(&request.into_inner().pattern)?;
         Span::current().record("cache.key_namespace", pattern.namespace());
         let removed = self.cache.invalidate(&pattern).await;
         Span::current().record("cache.removed", removed);
-        tracing::info!(?pattern, removed, "invalidated");
+        tracing::info!(
+            target: AUDIT,
+            action = "cache.invalidate",
+            resource = ?pattern,
+            caller = %peer,
+            outcome = "ok",
+            removed,
+            "audit"
+        );
         Ok(Response::new(InvalidatePatternResponse { removed }))
     }
 
@@ -202,11 +211,32 @@ impl CacheService for CacheApi {
         Ok(Response::new(ResetStatsResponse {}))
     }
 
-    async fn clear(&self, _: Request<ClearRequest>) -> Result<Response<ClearResponse>, Status> {
+    async fn clear(
+        &self,
+        request: Request<ClearRequest>,
+    ) -> Result<Response<ClearResponse>, Status> {
         self.cache.clear().await;
-        tracing::info!("cleared");
+        tracing::info!(
+            target: AUDIT,
+            action = "cache.clear",
+            resource = "*",
+            caller = %peer(&request),
+            outcome = "ok",
+            "audit"
+        );
         Ok(Response::new(ClearResponse {}))
     }
+}
+
+/// The `tracing` target of audit events: every invalidation and clear, with who asked (the
+/// calling peer's address until services authenticate each other), what and the outcome; the
+/// log line's timestamp says when.
+const AUDIT: &str = "learnhub::audit";
+
+fn peer<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
 }
 
 fn response(lookup: Lookup) -> GetResponse {

@@ -274,6 +274,56 @@ mod tests {
     }
 
     #[test]
+    fn text_fields_refuse_control_and_bidi_override_characters() {
+        let course = |title: &str, summary: &str| {
+            CourseDraft::try_from(pb::CreateCourseRequest {
+                slug: "sql-joins".into(),
+                title: title.into(),
+                summary: summary.into(),
+                course_type: pb::CourseType::Sql.into(),
+                category: "sql".into(),
+                ..Default::default()
+            })
+        };
+        assert!(course("SQL joins", "Inner,\nouter\tand lateral").is_ok());
+        assert_eq!(field_of(course("SQL\u{202E}joins", "")), "title");
+        assert_eq!(field_of(course("SQL\njoins", "")), "title");
+        assert_eq!(field_of(course("SQL", "nul\0")), "summary");
+        assert_eq!(field_of(course("SQL", "\u{2067}hidden")), "summary");
+        assert_eq!(
+            field_of(CategoryDraft::try_from(pb::CreateCategoryRequest {
+                slug: "sql".into(),
+                name: "S\u{1b}[31mQL".into(),
+            })),
+            "name"
+        );
+        assert_eq!(
+            field_of(LessonUpdate::try_from(pb::UpdateLessonRequest {
+                id: 1,
+                body: Some("ok\n\u{0}".into()),
+                ..Default::default()
+            })),
+            "body"
+        );
+        assert_eq!(
+            field_of(ExerciseDraft::try_from(pb::CreateExerciseRequest {
+                lesson_id: 1,
+                title: "t".into(),
+                starter_code: "x = 1\u{202D}".into(),
+                ..Default::default()
+            })),
+            "starter_code"
+        );
+        let lesson = LessonDraft::try_from(pb::CreateLessonRequest {
+            course_id: 1,
+            title: "t".into(),
+            body: "line one\r\n\tline two".into(),
+            ..Default::default()
+        });
+        assert!(lesson.is_ok());
+    }
+
+    #[test]
     fn a_first_page_has_no_cursor() {
         let query = CourseQuery::try_from(pb::ListCoursesRequest::default()).unwrap();
         assert_eq!(query.after, None);

@@ -1,7 +1,10 @@
 //! Requests to domain values: each RPC's request becomes one validated input (`try_from`, or one
 //! function where a setting takes part) before any query runs; a bad field is INVALID_ARGUMENT
 //! naming it.
-use learnhub_kit::{PageToken, page_token};
+use learnhub_kit::{
+    PageToken, page_token,
+    validate::{self, Invalid},
+};
 use learnhub_proto::enrollment::v1 as pb;
 
 use crate::{
@@ -29,10 +32,18 @@ impl PageRequest {
     }
 }
 
+/// A text check of `learnhub_kit::validate` (control and bidi-override characters) as our error.
+fn characters(checked: std::result::Result<&str, Invalid>) -> Result<()> {
+    checked
+        .map(drop)
+        .map_err(|invalid| Error::invalid(invalid.field, invalid.reason))
+}
+
 impl TryFrom<pb::CreateUserRequest> for UserDraft {
     type Error = Error;
 
     fn try_from(req: pb::CreateUserRequest) -> Result<Self> {
+        characters(validate::single_line("display_name", &req.display_name))?;
         Ok(Self {
             email: Email::parse("email", &req.email)?,
             display_name: domain::name(
@@ -119,6 +130,7 @@ pub fn submission_draft(
     req: pb::SubmitExerciseRequest,
     max_code_bytes: usize,
 ) -> Result<SubmissionDraft> {
+    characters(validate::multi_line("code", &req.code))?;
     Ok(SubmissionDraft {
         user_id: domain::id("user_id", req.user_id)?,
         exercise_id: domain::id("exercise_id", req.exercise_id)?,
@@ -149,5 +161,55 @@ impl TryFrom<pb::EnrollmentStatsRequest> for StatsRange {
 
     fn try_from(req: pb::EnrollmentStatsRequest) -> Result<Self> {
         Self::parse(req.from.as_ref(), req.to.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal<T: std::fmt::Debug>(result: Result<T>) -> (&'static str, String) {
+        match result {
+            Err(Error::InvalidArgument { field, reason }) => (field, reason),
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    fn user(display_name: &str) -> pb::CreateUserRequest {
+        pb::CreateUserRequest {
+            email: "ada@example.com".into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn submission(code: &str) -> pb::SubmitExerciseRequest {
+        pb::SubmitExerciseRequest {
+            user_id: 1,
+            exercise_id: 2,
+            code: code.into(),
+            passed: true,
+            score: 50,
+        }
+    }
+
+    #[test]
+    fn names_refuse_control_and_bidi_override_characters() {
+        assert!(UserDraft::try_from(user("Ada Lovelace")).is_ok());
+        for bad in ["Ada\0", "Ada\nAdmin", "Ada\u{202E}nimda", "\u{2068}Ada"] {
+            let (field, reason) = refusal(UserDraft::try_from(user(bad)));
+            assert_eq!(field, "display_name", "{bad:?}");
+            assert!(reason.starts_with("must not contain"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn code_keeps_its_lines_but_refuses_nul_and_bidi_overrides() {
+        let code = "def f():\r\n\treturn 1\n";
+        assert_eq!(submission_draft(submission(code), 1024).unwrap().code, code);
+        for bad in ["print(1)\0", "x = 1 \u{202E} # ", "if ok\u{2066}:"] {
+            let (field, _) = refusal(submission_draft(submission(bad), 1024));
+            assert_eq!(field, "code", "{bad:?}");
+        }
     }
 }

@@ -13,7 +13,10 @@ use learnhub_proto::{
     gateway::v1::{CourseEntry, GetCatalogPageRequest, GetCatalogPageResponse},
 };
 
+use learnhub_kit::validate;
+
 use crate::{
+    audit,
     auth::{Caller, Role, require},
     error::Error,
     state::Gateway,
@@ -104,6 +107,15 @@ fn validate_id(field: &str, id: i64) -> Result<(), Error> {
             "{field}: must be a positive integer, got {id}"
         )))
     }
+}
+
+/// The characters of a course's free text, checked at the edge for gRPC callers as for REST ones
+/// (lengths and the rest are catalog-svc's to judge).
+fn check_course_text(title: &str, summary: &str) -> Result<(), Error> {
+    validate::single_line("title", title)
+        .and_then(|_| validate::multi_line("summary", summary))
+        .map(drop)
+        .map_err(|invalid| Error::invalid(invalid.to_string()))
 }
 
 /// A course key from a REST path segment: all digits is an id, anything else a slug.
@@ -300,7 +312,14 @@ impl Gateway {
         caller: Option<&Caller>,
         request: CreateCourseRequest,
     ) -> Result<Course, Error> {
-        require(caller, Role::Admin)?;
+        let admin = require(caller, Role::Admin)?;
+        let resource = format!("course slug {:?}", request.slug);
+        let outcome = self.write_course(request).await;
+        audit::record(admin, "course.create", &resource, outcome)
+    }
+
+    async fn write_course(&self, request: CreateCourseRequest) -> Result<Course, Error> {
+        check_course_text(&request.title, &request.summary)?;
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(request);
         self.upstreams
@@ -314,8 +333,18 @@ impl Gateway {
         caller: Option<&Caller>,
         request: UpdateCourseRequest,
     ) -> Result<Course, Error> {
-        require(caller, Role::Admin)?;
+        let admin = require(caller, Role::Admin)?;
+        let resource = format!("course {}", request.id);
+        let outcome = self.change_course(request).await;
+        audit::record(admin, "course.update", &resource, outcome)
+    }
+
+    async fn change_course(&self, request: UpdateCourseRequest) -> Result<Course, Error> {
         validate_id("id", request.id)?;
+        check_course_text(
+            request.title.as_deref().unwrap_or_default(),
+            request.summary.as_deref().unwrap_or_default(),
+        )?;
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(request);
         self.upstreams
@@ -324,7 +353,12 @@ impl Gateway {
     }
 
     pub async fn publish_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
-        require(caller, Role::Admin)?;
+        let admin = require(caller, Role::Admin)?;
+        let outcome = self.publish(id).await;
+        audit::record(admin, "course.publish", &format!("course {id}"), outcome)
+    }
+
+    async fn publish(&self, id: i64) -> Result<Course, Error> {
         validate_id("id", id)?;
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(PublishCourseRequest { id });
@@ -334,7 +368,12 @@ impl Gateway {
     }
 
     pub async fn archive_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
-        require(caller, Role::Admin)?;
+        let admin = require(caller, Role::Admin)?;
+        let outcome = self.archive(id).await;
+        audit::record(admin, "course.archive", &format!("course {id}"), outcome)
+    }
+
+    async fn archive(&self, id: i64) -> Result<Course, Error> {
         validate_id("id", id)?;
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(ArchiveCourseRequest { id });

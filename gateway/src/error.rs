@@ -17,6 +17,9 @@ pub enum Error {
     /// Bad input; the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A request body over the size the gateway reads: REST 413, gRPC RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("{0}")]
@@ -50,6 +53,7 @@ impl Error {
     pub fn to_status(&self) -> Status {
         match self {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
+            Error::TooLarge(message) => Status::resource_exhausted(message),
             Error::Auth(err) if err.is_forbidden() => Status::permission_denied(err.to_string()),
             Error::Auth(cause @ (AuthError::Sign(_) | AuthError::EmptySecret)) => {
                 tracing::error!(%cause, "token set-up failed");
@@ -167,6 +171,13 @@ pub fn status_response(status: &Status) -> Response {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::TooLarge(message) = self {
+            let body = ErrorBody {
+                code: "payload_too_large",
+                message,
+            };
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
         status_response(&self.to_status())
     }
 }

@@ -54,6 +54,9 @@ impl GatewayGrpc {
             .gateway
             .authenticate(header.map(|value| value.as_bytes()))
             .map_err(|err| Error::from(err).to_status())?;
+        if let Some(caller) = &caller {
+            crate::access::note_caller(caller);
+        }
         Ok((caller, request.into_inner()))
     }
 }

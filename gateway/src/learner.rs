@@ -16,7 +16,10 @@ use learnhub_proto::{
     },
 };
 
+use learnhub_kit::validate;
+
 use crate::{
+    audit,
     auth::{AuthError, Caller, Role, require},
     catalog::validate_page_size,
     error::Error,
@@ -153,6 +156,8 @@ impl Gateway {
     ) -> Result<Submission, Error> {
         let user_id = require(caller, Role::Learner)?.require_user_id()?;
         positive("exercise_id", request.exercise_id)?;
+        validate::multi_line("code", &request.code)
+            .map_err(|invalid| Error::invalid(invalid.to_string()))?;
         if !(0..=100).contains(&request.score) {
             return Err(Error::invalid(format!(
                 "score: must be between 0 and 100, got {}",
@@ -254,7 +259,16 @@ impl Gateway {
         caller: Option<&Caller>,
         request: InvalidatePatternRequest,
     ) -> Result<InvalidatePatternResponse, Error> {
-        require(caller, Role::Admin)?;
+        let admin = require(caller, Role::Admin)?;
+        let resource = format!("cache pattern {:?}", request.pattern);
+        let outcome = self.invalidate(request).await;
+        audit::record(admin, "cache.invalidate", &resource, outcome)
+    }
+
+    async fn invalidate(
+        &self,
+        request: InvalidatePatternRequest,
+    ) -> Result<InvalidatePatternResponse, Error> {
         if request.pattern.trim().is_empty() {
             return Err(Error::invalid("pattern: must not be empty"));
         }

@@ -1,20 +1,27 @@
 //! learnhub's front door: gRPC (`learnhub.gateway.v1.GatewayService`), gRPC-Web and REST/JSON
 //! on one port, in front of catalog-svc (and enrollment-svc and cache-svc when configured).
+pub(crate) mod access;
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod auth;
 pub(crate) mod catalog;
+pub(crate) mod cors;
+pub mod edge;
 pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod learner;
+pub mod limits;
+pub(crate) mod request_size;
 pub(crate) mod rest;
 pub(crate) mod state;
+pub(crate) mod unary;
 pub(crate) mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use learnhub_kit::{
     client::ClientOptions,
-    server::{ServeError, bind, serve},
+    server::{Probes, ServeError, bind, serve_probed},
     shutdown::CancellationToken,
 };
 use learnhub_proto::gateway::v1::gateway_service_server::SERVICE_NAME;
@@ -23,6 +30,10 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 pub use crate::{error::Error, grpc::GatewayGrpc, state::Gateway};
+pub use crate::{
+    request_size::{MAX_HEADER_BYTES, MAX_URI_BYTES},
+    rest::MAX_BODY_BYTES as MAX_REST_BODY_BYTES,
+};
 
 /// Gateway configuration; every flag also reads its environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,6 +69,12 @@ pub struct Config {
     /// The longest token lifetime accepted, in hours: `exp - iat` (or `exp - now` without `iat`).
     #[arg(long, env = "AUTH_MAX_TOKEN_HOURS", default_value_t = auth::DEFAULT_MAX_TOKEN_HOURS)]
     pub auth_max_token_hours: u64,
+    /// Per-caller rate limits, the submission quota and the server's load limits.
+    #[command(flatten)]
+    pub limits: limits::LimitConfig,
+    /// CORS, security headers and reflection.
+    #[command(flatten)]
+    pub edge: edge::EdgeConfig,
 }
 
 /// A secret from a flag or the environment; its `Debug` is `[REDACTED]`, so it cannot reach a log.
@@ -70,6 +87,9 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     routes: Routes,
+    rate_limits: Arc<limits::RateLimits>,
+    server_limits: learnhub_kit::limits::ServerLimits,
+    edge: edge::Edge,
 }
 
 impl Application {
@@ -88,7 +108,10 @@ impl Application {
             config.cache_addr.as_deref(),
             &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms)),
         )?;
-        let gateway = Arc::new(Gateway::new(upstreams, token_verifier(config)?));
+        let tokens = token_verifier(config)?;
+        let rate_limits = Arc::new(limits::RateLimits::new(&config.limits, tokens.clone()));
+        let gateway = Arc::new(Gateway::new(upstreams, tokens));
+        let edge = edge::Edge::new(&config.edge)?;
         learnhub_kit::metrics::install("gateway", env!("CARGO_PKG_VERSION"));
         let listener = bind(&config.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
@@ -98,7 +121,10 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
-            routes: routes(gateway),
+            routes: rate_limited(routes(gateway, &edge), rate_limits.clone()),
+            rate_limits,
+            server_limits: config.limits.server.clone(),
+            edge,
         })
     }
 
@@ -109,7 +135,20 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         tracing::info!(addr = %self.local_addr, "gateway listening (gRPC, gRPC-Web, REST)");
-        serve(self.listener, self.routes, &[SERVICE_NAME], shutdown).await
+        tokio::spawn(limits::sweep_until_stopped(
+            self.rate_limits,
+            shutdown.clone(),
+        ));
+        let (routes, probes) =
+            Probes::install_with(self.routes, &[SERVICE_NAME], self.edge.reflection).await?;
+        serve_probed(
+            self.listener,
+            self.edge.layer(routes),
+            probes,
+            shutdown,
+            &self.server_limits,
+        )
+        .await
     }
 }
 
@@ -142,8 +181,22 @@ fn token_verifier(config: &Config) -> Result<auth::TokenVerifier, Error> {
 }
 
 /// REST routes plus the gRPC service. gRPC-Web wraps only the gRPC service: on the whole server
-/// it would answer 400 to plain HTTP/1 REST requests.
-pub fn routes(gateway: Arc<Gateway>) -> Routes {
-    let grpc = GatewayGrpc::new(gateway.clone()).into_server();
-    Routes::from(rest::router(gateway)).add_service(learnhub_kit::server::grpc_web(grpc))
+/// it would answer 400 to plain HTTP/1 REST requests. Inside it, every call's body is checked
+/// ([`unary::UnaryRequests`]), whichever protocol brought it.
+pub fn routes(gateway: Arc<Gateway>, edge: &edge::Edge) -> Routes {
+    let grpc = unary::UnaryRequests(GatewayGrpc::new(gateway.clone()).into_server());
+    Routes::from(rest::router(gateway, edge.security.clone()))
+        .add_service(learnhub_kit::server::grpc_web(grpc))
+}
+
+/// `routes` behind the per-caller rate limits ([`limits::enforce`]), REST and gRPC alike.
+fn rate_limited(routes: Routes, rate_limits: Arc<limits::RateLimits>) -> Routes {
+    Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                rate_limits,
+                limits::enforce,
+            )),
+    )
 }

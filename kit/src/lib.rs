@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod page_token;
 mod rpc_call;

@@ -1,6 +1,7 @@
 //! gRPC server bootstrap shared by every service: health (`grpc.health.v1`), server reflection
-//! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown, and a
-//! server span plus RED metrics for every request ([`ServerTelemetryLayer`]).
+//! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown, a server
+//! span plus RED metrics for every request ([`ServerTelemetryLayer`]), and the load limits of
+//! [`crate::limits`].
 use std::{
     future::Future,
     net::SocketAddr,
@@ -9,6 +10,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes, transport::server::TcpIncoming};
@@ -17,6 +19,7 @@ use tower::{Layer, Service};
 
 pub use crate::rpc_call::ObservedBody;
 use crate::{
+    limits::{self, ServerLimits},
     rpc_call::{RpcCall, Side},
     telemetry::{self, ServerTrace},
 };
@@ -55,6 +58,19 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
+/// What a server's reflection service describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reflection {
+    /// Every learnhub service, whichever the server serves (internal servers).
+    #[default]
+    Everything,
+    /// Only the server's own services and health; the definitions of other services are left
+    /// out of the descriptors too (a public front door).
+    OwnServices,
+    /// No reflection service.
+    Off,
+}
+
 /// Health and reflection for a server whose own services are `service_names`.
 pub struct Probes {
     pub health: HealthReporter,
@@ -62,10 +78,20 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Adds health and reflection to `routes` and marks every service SERVING.
+    /// Adds health and reflection (of every learnhub service) to `routes` and marks every
+    /// service SERVING.
     pub async fn install(
         routes: Routes,
         service_names: &[&'static str],
+    ) -> Result<(Routes, Self), ServeError> {
+        Self::install_with(routes, service_names, Reflection::Everything).await
+    }
+
+    /// [`Probes::install`] with the given [`Reflection`].
+    pub async fn install_with(
+        routes: Routes,
+        service_names: &[&'static str],
+        reflection: Reflection,
     ) -> Result<(Routes, Self), ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let probes = Self {
@@ -73,18 +99,15 @@ impl Probes {
             service_names: service_names.to_vec(),
         };
         probes.set_all(ServingStatus::Serving).await;
-        let v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(learnhub_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(learnhub_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        let routes = routes
-            .add_service(health_service)
-            .add_service(v1)
-            .add_service(v1alpha);
+        let routes = routes.add_service(health_service);
+        let routes = match reflection {
+            Reflection::Off => routes,
+            Reflection::Everything | Reflection::OwnServices => {
+                let v1 = reflection_builder(reflection, service_names).build_v1()?;
+                let v1alpha = reflection_builder(reflection, service_names).build_v1alpha()?;
+                routes.add_service(v1).add_service(v1alpha)
+            }
+        };
         Ok((routes, probes))
     }
 
@@ -97,26 +120,107 @@ impl Probes {
     }
 }
 
+/// A reflection service's set-up: every learnhub descriptor, or only the files' messages and the
+/// services named (with health and reflection itself).
+fn reflection_builder(
+    reflection: Reflection,
+    service_names: &[&'static str],
+) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    if reflection != Reflection::OwnServices {
+        return builder.register_encoded_file_descriptor_set(learnhub_proto::FILE_DESCRIPTOR_SET);
+    }
+    // Embedded at build time and decoded by the proto crate's tests: it always decodes.
+    let mut set = prost_types::FileDescriptorSet::decode(learnhub_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    for file in &mut set.file {
+        let package = file.package().to_owned();
+        file.service.retain(|service| {
+            service_names.contains(&format!("{package}.{}", service.name()).as_str())
+        });
+    }
+    service_names
+        .iter()
+        .copied()
+        .chain([
+            tonic_health::pb::health_server::SERVICE_NAME,
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+            tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+        ])
+        .fold(
+            builder.register_file_descriptor_set(set),
+            |builder, name| builder.with_service_name(name),
+        )
+}
+
 /// Serves `routes` (HTTP/2 gRPC, and HTTP/1 for REST/gRPC-Web routes) until `shutdown` is
 /// cancelled; then health flips to NOT_SERVING, the listener closes and in-flight calls finish.
+/// The default [`ServerLimits`] apply.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     service_names: &[&'static str],
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with_limits(
+        listener,
+        routes,
+        service_names,
+        shutdown,
+        &ServerLimits::default(),
+    )
+    .await
+}
+
+/// [`serve`] with the given load limits: at most `max_concurrent_streams` HTTP/2 streams per
+/// connection of which `max_requests_per_connection` are worked on at once (the rest wait),
+/// `max_in_flight_requests` shed beyond with 503 / UNAVAILABLE, a deadline per
+/// request, HTTP/2 keep-alive PINGs, at most `max_connections` open. hyper's HTTP/1 header-read
+/// timeout (30 s) is on, since tonic gives hyper a timer.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &[&'static str],
+    shutdown: CancellationToken,
+    limits: &ServerLimits,
+) -> Result<(), ServeError> {
     let (routes, probes) = Probes::install(routes, service_names).await?;
+    serve_probed(listener, routes, probes, shutdown, limits).await
+}
+
+/// [`serve_with_limits`] for routes that hold their probes already ([`Probes::install_with`]),
+/// so a server can add layers around health and reflection too.
+pub async fn serve_probed(
+    listener: TcpListener,
+    routes: Routes,
+    probes: Probes,
+    shutdown: CancellationToken,
+    limits: &ServerLimits,
+) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, services = ?service_names, "serving");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(addr = ?addr, services = ?probes.service_names, "serving");
+    let incoming = limits::cap_connections(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        limits.max_connections,
+    );
     let stopping = shutdown.clone();
     let drained = async move {
         stopping.cancelled().await;
         probes.set_all(ServingStatus::NotServing).await;
     };
-    let server = tonic::transport::Server::builder()
+    // Telemetry outside the limits, so shed and timed-out requests show in the metrics too.
+    let mut builder = tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(limits.concurrent_streams())
+        .http2_keepalive_interval(limits.keepalive_interval())
+        .http2_keepalive_timeout(limits.keepalive_timeout());
+    if let Some(per_connection) = limits.requests_per_connection() {
+        builder = builder.concurrency_limit_per_connection(per_connection);
+    }
+    let server = builder
         .layer(ServerTelemetryLayer)
+        .layer(limits.in_flight_layer())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     // In-flight calls get DRAIN_TIMEOUT to finish; a stream that never ends (a health Watch)

@@ -1,5 +1,6 @@
-//! The input rules catalog-svc enforces and the gateway checks before calling it: slugs, titles,
-//! free text and ids. One copy, so both refuse the same input with the same message.
+//! The input rules the data services enforce and the gateway checks before calling them: slugs,
+//! titles, free text, ids, and the characters text may hold. One copy, so every service refuses
+//! the same input with the same message.
 use std::fmt;
 
 pub const MAX_SLUG_CHARS: usize = 100;
@@ -62,8 +63,55 @@ pub fn slug<'a>(field: &'static str, text: &'a str) -> Result<&'a str, Invalid> 
     Ok(text)
 }
 
-/// Trimmed, non-empty text of at most `max` characters; gives the trimmed text.
+/// A character text never holds, whatever the field: NUL, DEL and the other C0/C1 controls
+/// (multi-line text keeps tab, line feed and carriage return), and the bidirectional embeddings,
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069) that make text, and code above all,
+/// display in another order than it reads ("Trojan Source", CVE-2021-42574).
+fn forbidden(c: char, multi_line: bool) -> bool {
+    let line_control = matches!(c, '\t' | '\n' | '\r');
+    (c.is_control() && !(multi_line && line_control))
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn refuse_forbidden<'a>(
+    field: &'static str,
+    text: &'a str,
+    multi_line: bool,
+) -> Result<&'a str, Invalid> {
+    match text.chars().position(|c| forbidden(c, multi_line)) {
+        None => Ok(text),
+        Some(at) => {
+            let c = text.chars().nth(at).unwrap_or_default();
+            let kind = if c.is_control() {
+                "a control character"
+            } else {
+                "a bidirectional override"
+            };
+            Err(Invalid::new(
+                field,
+                format!(
+                    "must not contain {kind} (U+{:04X} at character {at})",
+                    u32::from(c)
+                ),
+            ))
+        }
+    }
+}
+
+/// One line of text (a title, a name): no control character at all, no bidi override.
+pub fn single_line<'a>(field: &'static str, text: &'a str) -> Result<&'a str, Invalid> {
+    refuse_forbidden(field, text, false)
+}
+
+/// Text of several lines (a summary, a lesson body, code): tab, line feed and carriage return
+/// are allowed; every other control character and the bidi overrides are not.
+pub fn multi_line<'a>(field: &'static str, text: &'a str) -> Result<&'a str, Invalid> {
+    refuse_forbidden(field, text, true)
+}
+
+/// Trimmed, non-empty, one-line text of at most `max` characters; gives the trimmed text.
 pub fn title<'a>(field: &'static str, text: &'a str, max: usize) -> Result<&'a str, Invalid> {
+    single_line(field, text)?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
@@ -74,12 +122,12 @@ pub fn title<'a>(field: &'static str, text: &'a str, max: usize) -> Result<&'a s
     Ok(trimmed)
 }
 
-/// Text that may be empty, at most `max` characters.
+/// Multi-line text that may be empty, at most `max` characters.
 pub fn text<'a>(field: &'static str, text: &'a str, max: usize) -> Result<&'a str, Invalid> {
     if text.chars().count() > max {
         return Err(Invalid::new(field, format!("at most {max} characters")));
     }
-    Ok(text)
+    multi_line(field, text)
 }
 
 /// A positive id.
@@ -131,6 +179,60 @@ mod tests {
         assert!(title("title", "abcdefghijk", 10).is_err());
         // Characters, not bytes: ten two-byte characters fit in ten.
         assert!(title("title", &"é".repeat(10), 10).is_ok());
+    }
+
+    #[test]
+    fn titles_refuse_every_control_character_and_bidi_override() {
+        for bad in [
+            "a\0b",
+            "a\nb",
+            "a\tb",
+            "a\rb",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9b}",
+            "a\u{202E}b",
+            "\u{202A}",
+            "\u{2066}x",
+            "x\u{2069}",
+        ] {
+            let err = title("title", bad, 100).unwrap_err();
+            assert_eq!(err.field, "title", "{bad:?}");
+            assert!(err.reason.starts_with("must not contain"), "{bad:?}: {err}");
+        }
+        // Letters of right-to-left scripts and the plain direction marks are text, not overrides.
+        for good in ["שלום", "مرحبا", "a\u{200F}b", "Ünïcödé ✓"] {
+            assert_eq!(title("title", good, 100), Ok(good));
+        }
+        assert_eq!(
+            title("name", "Bob\u{202E}cod.exe", 100)
+                .unwrap_err()
+                .to_string(),
+            "name: must not contain a bidirectional override (U+202E at character 3)"
+        );
+    }
+
+    #[test]
+    fn multi_line_text_keeps_line_controls_only() {
+        let code = "def f():\r\n\treturn 1\n";
+        assert_eq!(text("body", code, 100), Ok(code));
+        assert_eq!(multi_line("code", code), Ok(code));
+        for bad in [
+            "\0",
+            "a\u{1b}[31m",
+            "\u{8}",
+            "\u{7f}",
+            "if x\u{2067}:",
+            "\u{202D}",
+        ] {
+            let err = text("summary", bad, 100).unwrap_err();
+            assert_eq!(err.field, "summary", "{bad:?}");
+        }
+        assert_eq!(
+            multi_line("code", "x = 1\0").unwrap_err().to_string(),
+            "code: must not contain a control character (U+0000 at character 5)"
+        );
+        assert!(single_line("name", "a\tb").is_err());
     }
 
     #[test]

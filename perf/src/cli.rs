@@ -1,9 +1,11 @@
-//! The command line: `perf-report run`, `perf-report load`, `perf-report drop`.
+//! The command line: `perf-report run`, `perf-report load`, `perf-report fairness`,
+//! `perf-report drop`.
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    fairness::{FairnessSettings, Mode, fairness},
     load::{LoadSettings, load},
     prepare::{Target, drop_databases},
     run::{RunSettings, run},
@@ -35,6 +37,10 @@ enum Command {
     /// Load benchmark (warm cache): the catalog page over REST and gRPC against the gateway's
     /// cheapest endpoint; print and write docs/perf/load.md.
     Load(LoadArgs),
+    /// One caller floods the gateway while a second caller's p99 is measured, alone and during
+    /// the flood, with the gateway's limits on and off; plus the one-connection stream flood
+    /// counted by status. Print and write docs/perf/fairness.md.
+    Fairness(FairnessArgs),
     /// Drop the databases of a scale (only those perf-report created).
     Drop(TargetArgs),
 }
@@ -113,6 +119,30 @@ struct LoadArgs {
     /// tracer, to measure what observability costs.
     #[arg(long, value_enum, default_value_t = Observability::On)]
     observability: Observability,
+}
+
+#[derive(Args)]
+struct FairnessArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Seconds the second caller is measured, alone and during the flood.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Streams the flooding caller keeps in flight on its one HTTP/2 connection.
+    #[arg(long, default_value_t = 1000)]
+    flood_streams: usize,
+    /// Requests of the stream flood (`h2load -n`).
+    #[arg(long, default_value_t = 20_000)]
+    burst_requests: u64,
+    /// Streams in flight at once in the stream flood (`h2load -m`).
+    #[arg(long, default_value_t = 10_000)]
+    burst_streams: usize,
+    /// The gateway configurations measured, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off,on")]
+    modes: Vec<Mode>,
+    /// Where fairness.md is written.
+    #[arg(long, default_value = "docs/perf")]
+    out_dir: PathBuf,
 }
 
 /// Whether `perf-report load` runs with metrics and trace export.
@@ -194,6 +224,20 @@ impl Cli {
                     command_line: command_line(),
                 };
                 load(&target, &settings).await
+            }
+            Command::Fairness(args) => {
+                anyhow::ensure!(!args.modes.is_empty(), "--modes must name a configuration");
+                let target = args.target.target()?;
+                let settings = FairnessSettings {
+                    duration: Duration::from_secs(args.duration_secs.max(1)),
+                    flood_streams: args.flood_streams.max(1),
+                    burst_requests: args.burst_requests,
+                    burst_streams: args.burst_streams.max(1),
+                    modes: args.modes,
+                    out_dir: args.out_dir,
+                    command_line: command_line(),
+                };
+                fairness(&target, &settings).await
             }
             Command::Drop(args) => drop_databases(&args.target()?).await,
         }

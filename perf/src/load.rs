@@ -128,7 +128,11 @@ impl Callers {
     }
 }
 
-pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()> {
+/// The scale's databases, prepared and with the performance indexes on, and the machine
+/// measured on: what every load-style benchmark starts from.
+pub(crate) async fn prepare_indexed(
+    target: &Target,
+) -> anyhow::Result<(crate::prepare::Prepared, Machine)> {
     let prepared = prepare(target).await?;
     let machine = Machine::describe(
         prepared.postgres_version.clone(),
@@ -143,6 +147,11 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
     ] {
         pg::set_performance_indexes(url, migrations, true).await?;
     }
+    Ok((prepared, machine))
+}
+
+pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()> {
+    let (prepared, machine) = prepare_indexed(target).await?;
     let (min_user, max_user, _) = pg::user_ids(&prepared.enrollment_url).await?;
     let platform = Platform::start(&PlatformOptions {
         catalog_url: prepared.catalog_url.clone(),

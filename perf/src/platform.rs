@@ -34,9 +34,12 @@ pub struct PlatformOptions {
 
 impl PlatformOptions {
     /// The platform's configuration; perf-report decides which migrations are applied
-    /// (indexes or not), so the services never migrate.
+    /// (indexes or not), so the services never migrate. The gateway's rate and load limits are
+    /// off: perf-report measures the platform from one address at high concurrency, which the
+    /// per-caller limits would refuse (`perf-report fairness` measures the limits themselves).
     pub fn config(&self) -> PlatformConfig {
         let mut config = PlatformConfig::new(&self.catalog_url, &self.enrollment_url, SECRET);
+        config.gateway_limits = gateway::limits::LimitConfig::off();
         config.db_pool_size = POOL_SIZE;
         config.slow_query_ms = SLOW_QUERY_MS;
         config.upstream_timeout = UPSTREAM_TIMEOUT;
@@ -63,7 +66,17 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start(options: &PlatformOptions) -> anyhow::Result<Self> {
-        let platform = learnhub::Platform::start(&options.config()).await?;
+        Self::start_with_limits(options, gateway::limits::LimitConfig::off()).await
+    }
+
+    /// [`Platform::start`] with the gateway's rate and load limits as given.
+    pub async fn start_with_limits(
+        options: &PlatformOptions,
+        limits: gateway::limits::LimitConfig,
+    ) -> anyhow::Result<Self> {
+        let mut config = options.config();
+        config.gateway_limits = limits;
+        let platform = learnhub::Platform::start(&config).await?;
         let cache = match platform.cache_addr() {
             Some(addr) => Some(CacheServiceClient::new(
                 Channel::from_shared(format!("http://{addr}"))?.connect_lazy(),

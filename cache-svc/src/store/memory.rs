@@ -1,5 +1,6 @@
-//! The bounded in-process store (moka): the whole cache when there is no Redis, the fallback when
-//! Redis is down. Same model as Redis: generations in entry names, lease markers, per-entry TTL.
+//! The in-process store (moka), bounded by bytes: the whole cache when there is no Redis, the
+//! fallback when Redis is down. Same model as Redis: generations in entry names, lease markers,
+//! per-entry TTL.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
@@ -28,6 +29,22 @@ impl Entry {
             Self::Value { ttl, .. } | Self::Lease { ttl, .. } => *ttl,
         }
     }
+}
+
+/// Bytes an entry costs beyond its name and value: moka's node, the `Arc`s, the map slot.
+pub const ENTRY_OVERHEAD_BYTES: u32 = 128;
+
+/// What an entry counts against the store's byte bound: name + value + overhead (an empty value
+/// or a lease marker still costs its name and the overhead, so a flood of tiny entries is
+/// bounded too).
+fn weight(name: &str, entry: &Entry) -> u32 {
+    let value = match entry {
+        Entry::Value { bytes, .. } => bytes.len(),
+        Entry::Lease { .. } => 0,
+    };
+    u32::try_from(name.len().saturating_add(value))
+        .unwrap_or(u32::MAX)
+        .saturating_add(ENTRY_OVERHEAD_BYTES)
 }
 
 /// Each entry expires after its own TTL, counted from its last write.
@@ -61,12 +78,14 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// `capacity`: most entries held (values and lease markers); least useful go first.
-    pub fn new(capacity: u64, lease_ttl: Duration) -> Self {
+    /// `max_bytes`: most bytes held, by [`weight`] (values and lease markers); the least useful
+    /// entries go first.
+    pub fn new(max_bytes: u64, lease_ttl: Duration) -> Self {
         let live: LiveCounts = Arc::default();
         let listener_live = live.clone();
         let cache = Cache::builder()
-            .max_capacity(capacity)
+            .max_capacity(max_bytes)
+            .weigher(|name: &String, entry: &Entry| weight(name, entry))
             .expire_after(EntryTtl)
             .support_invalidation_closures()
             .eviction_listener(move |name: Arc<String>, entry: Entry, _: RemovalCause| {
@@ -186,7 +205,11 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
         let old = {
             let mut generations = lock(&self.generations);
-            let generation = generations.entry(namespace.to_owned()).or_insert(1);
+            // A namespace never read or written holds nothing; remembering it would let made-up
+            // names grow the map.
+            let Some(generation) = generations.get_mut(namespace) else {
+                return 0;
+            };
             let old = format!("{namespace}@{generation}");
             *generation += 1;
             old
@@ -256,6 +279,13 @@ impl MemoryStore {
         u64::try_from(total).unwrap_or(0)
     }
 
+    /// Bytes held, by [`weight`], once pending evictions have run.
+    #[cfg(test)]
+    pub async fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.weighted_size()
+    }
+
     fn entry_name(&self, key: &Key) -> String {
         let mut generations = lock(&self.generations);
         let generation = generations.entry(key.namespace().to_owned()).or_insert(1);
@@ -281,4 +311,48 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, bytes: usize) -> SetEntry {
+        SetEntry {
+            key: Key::parse(key.to_owned(), "key").unwrap(),
+            value: vec![7; bytes],
+            ttl: Duration::from_secs(600),
+            lease: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn inserting_more_than_the_byte_bound_keeps_the_store_within_it() {
+        const MAX: u64 = 1 << 20;
+        let store = MemoryStore::new(MAX, Duration::from_secs(30));
+        // 200 × 16 KiB = 3.2 MiB offered to a 1 MiB store.
+        for i in 0..200 {
+            store.set(&entry(&format!("flood:{i}"), 16 << 10)).await;
+        }
+        let held = store.weighted_size().await;
+        assert!(held <= MAX, "{held} bytes held, bound {MAX}");
+        assert!(
+            held > MAX / 2,
+            "the store still holds what fits: {held} bytes"
+        );
+        // The live count follows the evictions: no more values than fit.
+        let values = store.key_count().await;
+        assert!(values <= MAX / (16 << 10), "{values} values counted live");
+    }
+
+    #[tokio::test]
+    async fn a_value_larger_than_the_whole_bound_is_not_kept() {
+        let store = MemoryStore::new(64 << 10, Duration::from_secs(30));
+        store.set(&entry("big:one", 128 << 10)).await;
+        assert_eq!(store.weighted_size().await, 0);
+        let lookup = store
+            .get(&Key::parse("big:one".into(), "key").unwrap())
+            .await;
+        assert!(matches!(lookup, Lookup::Miss { .. }), "{lookup:?}");
+    }
 }

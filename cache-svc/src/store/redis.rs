@@ -104,9 +104,12 @@ return 0
 ";
 
 /// ARGV: base, trash set. Bumps the generation; returns the values the old one held (live count
-/// from its index) and queues the old generation for the background sweep.
+/// from its index) and queues the old generation for the background sweep. A namespace without a
+/// generation holds nothing (a read or write makes it first), and bumping it leaves no key: a
+/// made-up namespace must not leave one behind for ever.
 const BUMP_LUA: &str = r"
-local g = generation(ARGV[1])
+local g = redis.call('GET', ARGV[1] .. '#gen')
+if not g then return 0 end
 local idx = ARGV[1] .. '#idx@' .. g
 local removed = redis.call('ZCOUNT', idx, string.format('%d', now_ms()), '+inf')
 redis.call('INCR', ARGV[1] .. '#gen')

@@ -209,3 +209,36 @@ async fn clear_removes_every_entry_and_nothing_outside_the_prefix() {
         .unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn invalidating_a_namespace_nobody_wrote_leaves_no_key_behind() {
+    let app = spawn_app().await;
+    assert_eq!(app.stats().await.store, "redis");
+    for made_up in ["ghost", "never-written", "x1"] {
+        assert_eq!(invalidate(&app, &format!("{made_up}:*")).await, 0);
+        assert_eq!(invalidate(&app, &format!("{made_up}:a*")).await, 0);
+    }
+    let prefix = app.config.key_prefix.clone();
+    assert_eq!(count_keys(REDIS_URL, &prefix, "").await, 0);
+
+    // A namespace in use is still invalidated: its value goes, and a new one is served after.
+    assert!(app.set("real:1", b"old", 3600).await);
+    assert_eq!(invalidate(&app, "real:*").await, 1);
+    assert_eq!(app.get("real:1").await, None);
+    assert!(app.set("real:1", b"new", 3600).await);
+    assert_eq!(app.get("real:1").await.as_deref(), Some(&b"new"[..]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_memory_store_finds_nothing_to_invalidate_in_a_made_up_namespace() {
+    let app = spawn_memory_app().await;
+    for i in 0..50 {
+        assert_eq!(invalidate(&app, &format!("ghost{i}:*")).await, 0);
+    }
+    assert!(app.set("real:1", b"old", 3600).await);
+    assert_eq!(invalidate(&app, "real:*").await, 1);
+    assert_eq!(app.get("real:1").await, None);
+    assert_eq!(app.stats().await.key_count, 0);
+    app.stop().await;
+}

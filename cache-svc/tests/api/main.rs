@@ -2,6 +2,7 @@
 //! test), and a private redis-server for the tests that kill it.
 // The whole crate is test code; clippy.toml's allowance covers only `#[test]` functions themselves.
 #![allow(clippy::unwrap_used)]
+mod audit;
 mod client_bypass;
 mod fallback;
 mod health;
@@ -9,6 +10,7 @@ mod helpers;
 mod invalidation;
 mod keys;
 mod leases;
+mod limits;
 mod single_flight;
 mod stats;
 mod telemetry;

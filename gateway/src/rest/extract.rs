@@ -47,7 +47,14 @@ where
         let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
             .map_err(|rejection| {
-                Error::invalid(format!("request body: {}", rejection.body_text()))
+                if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::TooLarge(format!(
+                        "request body: larger than {} bytes",
+                        super::MAX_BODY_BYTES
+                    ))
+                } else {
+                    Error::invalid(format!("request body: {}", rejection.body_text()))
+                }
             })?;
         // Serde would read `[7]` as a struct field by field: only an object names its fields.
         if !value.is_object() {
@@ -131,7 +138,11 @@ impl FromRequestParts<Arc<Gateway>> for MaybeCaller {
                 "authorization: send one Authorization header, not several",
             ));
         }
-        Ok(Self(gateway.authenticate(header)?))
+        let caller = gateway.authenticate(header)?;
+        if let Some(caller) = &caller {
+            crate::access::note_caller(caller);
+        }
+        Ok(Self(caller))
     }
 }
 

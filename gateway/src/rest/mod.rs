@@ -1,6 +1,7 @@
 //! REST/JSON routes: the public catalog, admin course writes, cache administration and database
 //! statistics, liveness and readiness, Prometheus metrics.
 pub mod extract;
+pub mod headers;
 pub mod json;
 pub mod learner;
 mod observe;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::{DefaultBodyLimit, Request, State},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, patch, post},
@@ -31,9 +32,13 @@ use crate::{
     state::Gateway,
 };
 
+/// Largest JSON request body read; a larger one is a 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// Every REST route, with JSON answers for unknown paths and methods. Each request is observed
-/// ([`observe::observe`]): its span is named after its route and its duration recorded.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// ([`observe::observe`]): its span is named after its route and its duration recorded; each
+/// answer carries the [`headers::SecurityHeaders`].
+pub fn router(gateway: Arc<Gateway>, security: headers::SecurityHeaders) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -67,7 +72,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/admin/db/stats", get(db_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn_with_state(security, headers::apply))
         .with_state(gateway)
 }
 
@@ -245,7 +252,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

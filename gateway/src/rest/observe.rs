@@ -27,6 +27,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .map(|matched| matched.as_str().to_owned());
     if let Some(route) = &route {
         record_http_route(&request, route);
+        crate::access::note_route(route);
     }
     let started = Instant::now();
     let response = next.run(request).await;

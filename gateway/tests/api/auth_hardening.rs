@@ -31,6 +31,8 @@ fn config(secret: &str) -> gateway::Config {
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
         auth_max_token_hours: 24,
+        limits: gateway::limits::LimitConfig::default(),
+        edge: gateway::edge::EdgeConfig::default(),
     }
 }
 
@@ -112,6 +114,8 @@ async fn a_secret_shorter_than_32_bytes_stops_the_start() {
 
     let no_lifetime = gateway::Config {
         auth_max_token_hours: 0,
+        limits: gateway::limits::LimitConfig::default(),
+        edge: gateway::edge::EdgeConfig::default(),
         ..config(SECRET)
     };
     let err = gateway::Application::build(&no_lifetime)

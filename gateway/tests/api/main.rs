@@ -1,10 +1,13 @@
 //! The gateway over real HTTP and gRPC, in front of in-memory upstream fakes.
 // Helpers and fakes outside #[test] fns panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
+mod access_log;
 mod auth_hardening;
 mod db_stats;
 mod fakes;
 mod grpc;
+mod http_surface;
+mod limits;
 mod metrics;
 mod rest;
 
@@ -63,6 +66,12 @@ pub struct Options {
     pub catalog_down: bool,
     pub enrollment: bool,
     pub timeout_ms: u64,
+    /// The gateway's rate and load limits (the flags' defaults unless set).
+    pub limits: gateway::limits::LimitConfig,
+    /// Point CATALOG_ADDR at a listener that accepts connections and closes them at once.
+    pub catalog_resets: bool,
+    /// CORS, HSTS and reflection settings.
+    pub edge: gateway::edge::EdgeConfig,
 }
 
 impl Default for Options {
@@ -72,6 +81,9 @@ impl Default for Options {
             catalog_down: false,
             enrollment: false,
             timeout_ms: 2000,
+            limits: Default::default(),
+            catalog_resets: false,
+            edge: gateway::edge::EdgeConfig::default(),
         }
     }
 }
@@ -84,6 +96,8 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         format!("http://{addr}")
+    } else if options.catalog_resets {
+        fakes::spawn_resetting(&shutdown).await
     } else {
         fakes::spawn_catalog(catalog.clone(), &shutdown).await
     };
@@ -103,6 +117,8 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
         auth_max_token_hours: 24,
+        limits: options.limits,
+        edge: options.edge,
     };
     let app = gateway::Application::build(&config).await.unwrap();
     let addr = app.local_addr();
@@ -141,6 +157,8 @@ async fn config_debug_hides_the_secret() {
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
         auth_max_token_hours: 24,
+        limits: gateway::limits::LimitConfig::default(),
+        edge: gateway::edge::EdgeConfig::default(),
     };
     assert!(!format!("{config:?}").contains("super-secret-value-of-at-least-32-bytes"));
     let empty = gateway::Config {
