@@ -1045,6 +1045,14 @@ mod tests {
 
     const PATH: &str = "/learnhub.catalog.v1.CatalogService/ListCourses";
 
+    /// A caller's W3C trace context, `flags` `01` sampled or `00` not.
+    fn caller_headers(flags: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        let value = format!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}");
+        headers.insert("traceparent", value.parse().unwrap());
+        headers
+    }
+
     #[test]
     fn a_request_the_sampler_leaves_out_builds_no_span_yet_passes_its_trace_on() {
         global::set_text_map_propagator(TraceContextPropagator::new());
@@ -1196,13 +1204,7 @@ mod tests {
             std::io::sink,
             Some(&provider),
         );
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            http::HeaderValue::from_static(
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-            ),
-        );
+        let headers = caller_headers("00");
         tracing::subscriber::with_default(subscriber, || {
             let trace = ServerTrace::start_with(&headers, Some(Sampling::AlwaysOn), || {
                 rpc_server_span(PATH)
@@ -1255,13 +1257,7 @@ mod tests {
             std::io::sink,
             Some(&provider),
         );
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            http::HeaderValue::from_static(
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            ),
-        );
+        let headers = caller_headers("01");
         let outgoing = block_on_under(subscriber, async {
             let trace = ServerTrace::start(&headers, || rpc_server_span(PATH));
             assert!(trace.unsampled.is_none());

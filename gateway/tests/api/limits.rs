@@ -25,6 +25,11 @@ async fn error_code(response: reqwest::Response) -> String {
     body["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// The status `request` is answered with.
+async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
+    request.send().await.unwrap().status()
+}
+
 fn retry_after(response: &reqwest::Response) -> u64 {
     response.headers()["retry-after"]
         .to_str()
@@ -67,25 +72,18 @@ async fn callers_are_counted_apart_by_token_subject_and_by_address() {
         StatusCode::OK,
         StatusCode::TOO_MANY_REQUESTS,
     ] {
-        let response = gw
-            .get("/v1/categories")
-            .bearer_auth(&one)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), expected);
+        assert_eq!(
+            status_of(gw.get("/v1/categories").bearer_auth(&one)).await,
+            expected
+        );
     }
     // Another learner, and an anonymous caller (by address), still have their whole burst.
     let two = token(Role::Learner, "2");
-    let response = gw
-        .get("/v1/categories")
-        .bearer_auth(&two)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response = gw.get("/v1/categories").send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        status_of(gw.get("/v1/categories").bearer_auth(&two)).await,
+        StatusCode::OK
+    );
+    assert_eq!(status_of(gw.get("/v1/categories")).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -101,35 +99,23 @@ async fn route_classes_have_separate_limits() {
     })
     .await;
     let admin = crate::admin();
-    let read = gw
-        .get("/v1/categories")
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), StatusCode::OK);
-    let read = gw
-        .get("/v1/categories")
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        status_of(gw.get("/v1/categories").bearer_auth(&admin)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(gw.get("/v1/categories").bearer_auth(&admin)).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The same caller's admin budget is its own.
-    let admin_call = gw
-        .get("/v1/admin/users/7")
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(admin_call.status(), StatusCode::OK);
-    let admin_call = gw
-        .get("/v1/admin/users/7")
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(admin_call.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        status_of(gw.get("/v1/admin/users/7").bearer_auth(&admin)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(gw.get("/v1/admin/users/7").bearer_auth(&admin)).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
