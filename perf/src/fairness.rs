@@ -324,19 +324,10 @@ async fn measure_mode(
     let url = format!("{}{PATH}", platform.gateway_url());
     let measured = format!("Bearer {}", token(MEASURED)?);
     let call = || {
-        let request = http
-            .get(&url)
-            .header(http::header::AUTHORIZATION, &measured);
-        async move {
-            let response = request.send().await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            if status.is_success() && !body.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-            }
-        }
+        crate::load::read_ok(
+            http.get(&url)
+                .header(http::header::AUTHORIZATION, &measured),
+        )
     };
     // Warm-up fills the cache and the connection pools.
     paced(Duration::from_secs(1), PACE, call).await;

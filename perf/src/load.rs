@@ -111,20 +111,22 @@ impl Callers {
                     }
                     _ => "/healthz".to_owned(),
                 };
-                let request = self.http.get(format!("{}{path}", self.base));
-                Box::pin(async move {
-                    let response = request.send().await.map_err(|e| e.to_string())?;
-                    let status = response.status();
-                    // The body is read: a page is not served until its last byte is.
-                    let body = response.bytes().await.map_err(|e| e.to_string())?;
-                    if status.is_success() && !body.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-                    }
-                })
+                Box::pin(read_ok(self.http.get(format!("{}{path}", self.base))))
             }
         }
+    }
+}
+
+/// Sends `request` and reads the whole answer (a page is not served until its last byte is):
+/// `Ok` for a successful, non-empty answer.
+pub(crate) async fn read_ok(request: reqwest::RequestBuilder) -> Result<(), String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if status.is_success() && !body.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
     }
 }
 
