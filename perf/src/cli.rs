@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     fairness::{FairnessSettings, Mode, fairness},
-    load::{LoadSettings, load},
+    load::{Endpoint, LoadSettings, load},
     prepare::{Target, drop_databases},
     run::{RunSettings, run},
     scale::Scale,
@@ -119,6 +119,9 @@ struct LoadArgs {
     /// tracer, to measure what observability costs.
     #[arg(long, value_enum, default_value_t = Observability::On)]
     observability: Observability,
+    /// Only these endpoints, in this order (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    endpoints: Vec<Endpoint>,
 }
 
 #[derive(Args)]
@@ -222,6 +225,7 @@ impl Cli {
                     warmup: Duration::from_secs(args.warmup_secs),
                     out_dir: args.out_dir,
                     command_line: command_line(),
+                    endpoints: args.endpoints,
                 };
                 load(&target, &settings).await
             }

@@ -25,11 +25,13 @@ pub struct LoadSettings {
     pub warmup: Duration,
     pub out_dir: PathBuf,
     pub command_line: String,
+    /// The endpoints measured, in this order (all four when empty).
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// The four measured endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Endpoint {
     CatalogGrpc,
     CatalogRest,
     HealthGrpc,
@@ -298,7 +300,12 @@ async fn measure_all(
     let mut tables = Vec::new();
     for &concurrency in &settings.concurrency {
         let mut rows = Vec::new();
-        for endpoint in Endpoint::ALL {
+        let endpoints = if settings.endpoints.is_empty() {
+            &Endpoint::ALL[..]
+        } else {
+            &settings.endpoints[..]
+        };
+        for &endpoint in endpoints {
             let call = {
                 let callers = Arc::clone(&callers);
                 move |rng: &mut fastrand::Rng| callers.call(endpoint, rng)
