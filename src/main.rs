@@ -2,6 +2,9 @@
 //! The same services run as separate binaries in Kubernetes (see deploy/).
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     learnhub::cli::Cli::parse().run().await

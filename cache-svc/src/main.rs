@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match cache_svc::cli::Cli::parse().run().await {

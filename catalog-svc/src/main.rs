@@ -3,6 +3,9 @@ use catalog_svc::cli::{self, Cli};
 use clap::Parser;
 use learnhub_kit::telemetry;
 
+#[global_allocator]
+static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();

@@ -3,6 +3,9 @@ use clap::Parser;
 use enrollment_svc::cli::Cli;
 use learnhub_kit::telemetry;
 
+#[global_allocator]
+static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();

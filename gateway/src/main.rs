@@ -14,6 +14,9 @@ struct Cli {
     log: LogArgs,
 }
 
+#[global_allocator]
+static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
