@@ -7,8 +7,11 @@ use std::{fmt, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Durat
 
 use learnhub_db::{Db, DbArgs};
 use learnhub_kit::{
+    client::ClientOptions,
+    limits::ServerLimits,
     server::{Running, ServeError},
     shutdown::CancellationToken,
+    tls::{DevCa, TlsArgs},
 };
 
 pub mod cli;
@@ -136,6 +139,12 @@ pub struct PlatformConfig {
     pub service_metrics_listeners: bool,
     /// The gateway's per-caller rate limits and load limits (the flags' defaults unless set).
     pub gateway_limits: gateway::limits::LimitConfig,
+    /// The services call each other over mutual TLS, with certificates of a CA made in memory at
+    /// start: nothing outside the process can call catalog-svc, enrollment-svc or cache-svc
+    /// (their ports take only the platform's own certificates, each RPC only the services its
+    /// policy names). Off in [`PlatformConfig::new`]: tests and perf-report call the services
+    /// directly; the monolith turns it on.
+    pub internal_mtls: bool,
 }
 
 impl PlatformConfig {
@@ -161,6 +170,7 @@ impl PlatformConfig {
             gateway_upstreams: None,
             service_metrics_listeners: false,
             gateway_limits: gateway::limits::LimitConfig::default(),
+            internal_mtls: false,
         }
     }
 }
@@ -182,6 +192,7 @@ impl fmt::Debug for PlatformConfig {
             .field("gateway_upstreams", &self.gateway_upstreams)
             .field("service_metrics_listeners", &self.service_metrics_listeners)
             .field("gateway_limits", &self.gateway_limits)
+            .field("internal_mtls", &self.internal_mtls)
             .finish()
     }
 }
@@ -280,7 +291,8 @@ impl Platform {
     /// Builds every service (each binds its listener), serves them, then seeds the demo data
     /// asked for. Nothing is served unless every service could be built.
     pub async fn start(config: &PlatformConfig) -> Result<Self, PlatformError> {
-        let cache = match cache_config(config) {
+        let tls = InternalTls::new(config.internal_mtls)?;
+        let cache = match cache_config(config, tls.args(Service::Cache)?) {
             Some(cache_config) => Some(
                 cache_svc::Application::build(&cache_config)
                     .await
@@ -291,9 +303,13 @@ impl Platform {
         let cache_addr = cache.as_ref().map(cache_svc::Application::local_addr);
         let cache_url = cache_addr.map(|addr| format!("http://{addr}"));
 
-        let catalog = catalog_svc::Application::build(&catalog_config(config, cache_url.clone()))
-            .await
-            .map_err(start_error(Service::Catalog))?;
+        let catalog = catalog_svc::Application::build(&catalog_config(
+            config,
+            cache_url.clone(),
+            tls.args(Service::Catalog)?,
+        ))
+        .await
+        .map_err(start_error(Service::Catalog))?;
         let catalog_addr = catalog.local_addr();
         let catalog_url = format!("http://{catalog_addr}");
 
@@ -301,6 +317,7 @@ impl Platform {
             config,
             &catalog_url,
             cache_url.clone(),
+            tls.args(Service::Enrollment)?,
         ))
         .await
         .map_err(start_error(Service::Enrollment))?;
@@ -313,9 +330,14 @@ impl Platform {
         if let Some(UpstreamHook(route)) = &config.gateway_upstreams {
             upstreams = route(upstreams).await;
         }
-        let gateway = gateway::Application::build(&gateway_config(config, upstreams, cache_url))
-            .await
-            .map_err(start_error(Service::Gateway))?;
+        let gateway = gateway::Application::build(&gateway_config(
+            config,
+            upstreams,
+            cache_url,
+            tls.args(Service::Gateway)?,
+        ))
+        .await
+        .map_err(start_error(Service::Gateway))?;
         let gateway_addr = gateway.local_addr();
         let mut metrics_addrs = vec![(Service::Gateway, gateway_addr)];
         metrics_addrs.extend(
@@ -362,7 +384,8 @@ impl Platform {
             demo_seed: DemoSeed::default(),
             servers,
         };
-        match platform.seed(config.demo_data, &catalog_url).await {
+        let seeder = tls.args(Service::Enrollment)?;
+        match platform.seed(config.demo_data, &catalog_url, &seeder).await {
             Ok(seeded) => platform.demo_seed = seeded,
             Err(err) => {
                 let _ = platform.stop().await;
@@ -372,11 +395,13 @@ impl Platform {
         Ok(platform)
     }
 
-    /// Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it.
+    /// Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it
+    /// (with `seeder`'s identity, enrollment-svc's).
     async fn seed(
         &self,
         demo_data: DemoData,
         catalog_url: &str,
+        seeder: &TlsArgs,
     ) -> Result<DemoSeed, PlatformError> {
         let mut seeded = DemoSeed::default();
         if demo_data == DemoData::None {
@@ -389,9 +414,13 @@ impl Platform {
             tracing::info!(?report, "seeded the demo catalog");
         }
         if demo_data == DemoData::CatalogAndLearners {
-            let catalog = enrollment_svc::catalog_client::CatalogClient::connect_lazy(
+            // It calls catalog-svc as enrollment-svc does.
+            let tls = seeder
+                .load(Service::Enrollment.name())
+                .map_err(seed_error("demo learners"))?;
+            let catalog = enrollment_svc::catalog_client::CatalogClient::connect(
                 catalog_url,
-                SEED_CATALOG_TIMEOUT,
+                &ClientOptions::new(SEED_CATALOG_TIMEOUT).with_tls(tls),
             )
             .map_err(seed_error("demo learners"))?;
             seeded.learners = enrollment_svc::seed::demo(&self.enrollment_db, &catalog)
@@ -557,7 +586,32 @@ fn service_metrics_addr(config: &PlatformConfig) -> String {
     }
 }
 
-fn cache_config(config: &PlatformConfig) -> Option<cache_svc::Config> {
+/// The services' `tls` settings: identities under a CA made at start, or plaintext.
+struct InternalTls(Option<DevCa>);
+
+impl InternalTls {
+    fn new(enabled: bool) -> Result<Self, PlatformError> {
+        if !enabled {
+            return Ok(Self(None));
+        }
+        DevCa::new()
+            .map(|ca| Self(Some(ca)))
+            .map_err(start_error(Service::Gateway))
+    }
+
+    /// `service`'s settings: a certificate of its own under the CA, or plaintext.
+    fn args(&self, service: Service) -> Result<TlsArgs, PlatformError> {
+        match &self.0 {
+            None => Ok(TlsArgs::plaintext()),
+            Some(ca) => ca
+                .identity(service.name())
+                .map(TlsArgs::in_memory)
+                .map_err(start_error(service)),
+        }
+    }
+}
+
+fn cache_config(config: &PlatformConfig, tls: TlsArgs) -> Option<cache_svc::Config> {
     let (redis_url, key_prefix) = match &config.cache {
         CacheStore::Off => return None,
         CacheStore::InProcess => (None, None),
@@ -567,6 +621,7 @@ fn cache_config(config: &PlatformConfig) -> Option<cache_svc::Config> {
         listen: LOOPBACK_ANY_PORT.into(),
         metrics_addr: service_metrics_addr(config),
         redis_url,
+        tls,
         ..cache_svc::Config::default()
     };
     if let Some(key_prefix) = key_prefix {
@@ -575,13 +630,19 @@ fn cache_config(config: &PlatformConfig) -> Option<cache_svc::Config> {
     Some(cache)
 }
 
-fn catalog_config(config: &PlatformConfig, cache_url: Option<String>) -> catalog_svc::Config {
+fn catalog_config(
+    config: &PlatformConfig,
+    cache_url: Option<String>,
+    tls: TlsArgs,
+) -> catalog_svc::Config {
     catalog_svc::Config {
         listen: LOOPBACK_ANY_PORT.into(),
         metrics_addr: service_metrics_addr(config),
         db: db_args(config, &config.catalog_database_url),
         cache_addr: cache_url,
         no_migrate: !config.migrate,
+        tls,
+        server_limits: ServerLimits::default(),
     }
 }
 
@@ -589,6 +650,7 @@ fn enrollment_config(
     config: &PlatformConfig,
     catalog_url: &str,
     cache_url: Option<String>,
+    tls: TlsArgs,
 ) -> enrollment_svc::Config {
     let mut enrollment = enrollment_svc::Config::new(
         LOOPBACK_ANY_PORT,
@@ -598,6 +660,7 @@ fn enrollment_config(
     enrollment.cache_addr = cache_url;
     enrollment.no_migrate = !config.migrate;
     enrollment.metrics_addr = service_metrics_addr(config);
+    enrollment.tls = tls;
     enrollment
 }
 
@@ -605,6 +668,7 @@ fn gateway_config(
     config: &PlatformConfig,
     upstreams: GatewayUpstreams,
     cache_url: Option<String>,
+    tls: TlsArgs,
 ) -> gateway::Config {
     gateway::Config {
         listen: config.listen.clone(),
@@ -619,6 +683,7 @@ fn gateway_config(
         auth_max_token_hours: gateway::auth::DEFAULT_MAX_TOKEN_HOURS,
         limits: config.gateway_limits.clone(),
         edge: gateway::edge::EdgeConfig::default(),
+        tls,
     }
 }
 
@@ -669,6 +734,100 @@ mod tests {
         ];
         addrs.extend(platform.cache_addr());
         addrs
+    }
+
+    /// With internal mutual TLS every hop still works (the gateway's reads, writes and admin
+    /// calls, enrollment-svc's catalog checks, every service's cache calls, the demo learners'
+    /// seeding), and the services' ports refuse a caller without the platform's certificate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_internal_mtls_every_hop_works_and_strangers_are_refused() {
+        const SECRET: &str = "internal-mtls-test-secret-of-at-least-32-bytes";
+        let databases = [
+            TestDatabase::create(Backend::Sqlite).await,
+            TestDatabase::create(Backend::Sqlite).await,
+        ];
+        let mut config = PlatformConfig::new(databases[0].url(), databases[1].url(), SECRET);
+        config.internal_mtls = true;
+        config.demo_data = DemoData::CatalogAndLearners;
+        let platform = Platform::start(&config).await.unwrap();
+        assert!(
+            platform.demo_seed().learners.is_some(),
+            "learners seeded over mTLS"
+        );
+        let http = reqwest::Client::new();
+        let url = platform.gateway_url();
+        let token = |subject: &str, role| {
+            gateway::auth::issue_token(SECRET, subject, role, Duration::from_secs(600)).unwrap()
+        };
+        let (admin, learner) = (
+            token("1", gateway::auth::Role::Admin),
+            token("1", gateway::auth::Role::Learner),
+        );
+        let get =
+            |path: &str, token: &str| http.get(format!("{url}{path}")).bearer_auth(token).send();
+
+        let page: serde_json::Value = get("/v1/catalog?page_size=50", &learner)
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let courses = page["courses"].as_array().cloned().unwrap_or_default();
+        assert!(!courses.is_empty(), "{page}");
+        get("/v1/me/enrollments", &learner)
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        // Enrolling makes enrollment-svc check the course with catalog-svc.
+        let statuses = futures::future::join_all(courses.iter().map(|course| {
+            http.post(format!("{url}/v1/enrollments"))
+                .bearer_auth(&learner)
+                .json(&serde_json::json!({ "course_id": course["id"] }))
+                .send()
+        }))
+        .await;
+        let statuses: Vec<u16> = statuses
+            .into_iter()
+            .map(|response| response.unwrap().status().as_u16())
+            .collect();
+        assert!(
+            statuses.iter().any(|status| (200..300).contains(status)),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses
+                .iter()
+                .all(|status| [200, 201, 409].contains(status)),
+            "{statuses:?}"
+        );
+        get("/v1/admin/cache/stats", &admin)
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        // A write: catalog-svc invalidates in cache-svc after its commit.
+        let id = &courses[0]["id"];
+        http.post(format!("{url}/v1/admin/courses/{id}/archive"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+
+        for addr in addrs(&platform).into_iter().skip(1) {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            let answered = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            assert!(answered.is_err(), "{addr} answered a plaintext caller");
+        }
+        platform.stop().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,9 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         None => CacheStore::InProcess,
     };
     config.demo_data = DemoData::CatalogAndLearners;
+    // The services' ports are on loopback, but any local user could call them: only the
+    // process's own certificates get through.
+    config.internal_mtls = true;
     let stop = shutdown::on_signal();
     let platform = Platform::start(&config).await?;
     print_banner(&platform, args);
@@ -212,9 +215,9 @@ fn print_banner(platform: &Platform, args: &ServeArgs) {
     println!(
         "\nlearnhub is running (monolithic mode: SQLite in {data}/, cache: {store})\n\
          \n  gateway         http://localhost:{port}   gRPC + gRPC-Web + REST\
-         \n  catalog-svc     http://{catalog}\
-         \n  enrollment-svc  http://{enrollment}\
-         \n  cache-svc       http://{cache}\
+         \n  catalog-svc     {catalog}   mutual TLS: the platform's own services only\
+         \n  enrollment-svc  {enrollment}\
+         \n  cache-svc       {cache}\
          \n  token secret    {secret}\n\
          \nTry:\
          \n  curl -s 'http://localhost:{port}/v1/catalog?type=python&page_size=3'\

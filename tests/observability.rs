@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{Value, json};
 use support::{
     otlp::{Received, Receiver},
-    processes::{Service, free_port, run_once},
+    processes::{Certificates, Service, free_port, run_once},
 };
 
 const SECRET: &str = "observability-test-secret-of-32-bytes!";
@@ -34,6 +34,7 @@ struct Topology {
     cache: Service,
     gateway_url: String,
     enrollment_url: String,
+    certificates: Certificates,
     /// `/metrics` of every service, by service name.
     metrics: Vec<(&'static str, String)>,
     _dir: TempDir,
@@ -61,12 +62,16 @@ fn start_topology(otlp: &str) -> Topology {
         (free_port(), free_port(), free_port());
     let addr = |port: u16| format!("127.0.0.1:{port}");
     let url = |port: u16| format!("http://127.0.0.1:{port}");
+    // Every hop over mutual TLS, from certificate files, as in production.
+    let certificates = Certificates::write(&dir);
     let otel = |service: &str| {
-        vec![
+        let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()),
             ("OTEL_SERVICE_NAME", service.to_owned()),
             ("OTEL_TRACES_SAMPLER", "parentbased_always_on".to_owned()),
-        ]
+        ];
+        env.extend(certificates.env(service));
+        env
     };
 
     let with = |mut base: Vec<(&'static str, String)>, more: Vec<(&'static str, String)>| {
@@ -141,6 +146,7 @@ fn start_topology(otlp: &str) -> Topology {
         cache,
         gateway_url: url(gateway_port),
         enrollment_url: url(enrollment_port),
+        certificates,
         metrics: vec![
             ("gateway", format!("{}/metrics", url(gateway_port))),
             ("catalog-svc", format!("{}/metrics", url(catalog_metrics))),
@@ -203,9 +209,18 @@ async fn one_request_is_one_trace_across_four_processes_and_every_service_serves
     let http = reqwest::Client::new();
 
     // A learner and their token.
-    let mut enrollment = EnrollmentServiceClient::connect(topology.enrollment_url.clone())
-        .await
-        .unwrap();
+    // As the gateway would: enrollment-svc takes calls from nobody else.
+    let options = learnhub_kit::client::ClientOptions::new(Duration::from_secs(5))
+        .with_tls(Some(topology.certificates.identity("gateway")));
+    let mut enrollment = EnrollmentServiceClient::new(
+        learnhub_kit::client::connect(
+            "enrollment-svc",
+            "--enrollment-addr",
+            &topology.enrollment_url,
+            &options,
+        )
+        .unwrap(),
+    );
     let user = enrollment
         .create_user(CreateUserRequest {
             email: "observed@example.com".into(),

@@ -42,6 +42,8 @@ async fn catalog_replica(
         db: db_args(database),
         cache_addr,
         no_migrate: false,
+        tls: learnhub_kit::tls::TlsArgs::plaintext(),
+        server_limits: learnhub_kit::limits::ServerLimits::default(),
     })
     .await
     .unwrap();

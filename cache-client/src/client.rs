@@ -119,6 +119,7 @@ impl CacheClient {
             // own (shorter) deadline.
             timeout: options.call_timeout.max(options.invalidate_timeout),
             resolver: resolver.clone(),
+            tls: options.tls.clone(),
         };
         let channel = client::connect("cache-svc", "--cache-addr", addr, &channel_options)
             .map_err(|err| CacheError::InvalidAddress {

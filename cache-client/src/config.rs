@@ -1,5 +1,7 @@
 //! Client settings: who is calling, per-call bounds and the circuit breaker.
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use learnhub_kit::tls::MutualTls;
 
 /// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
@@ -13,6 +15,8 @@ pub struct CacheClientOptions {
     pub invalidate_timeout: Duration,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// The caller's identity: calls go over mutual TLS. `None`: plaintext.
+    pub tls: Option<Arc<MutualTls>>,
 }
 
 impl Default for CacheClientOptions {
@@ -23,6 +27,7 @@ impl Default for CacheClientOptions {
             invalidate_timeout: Duration::from_secs(1),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
+            tls: None,
         }
     }
 }

@@ -19,8 +19,9 @@ pub struct Cli {
 enum Command {
     /// Serve learnhub.cache.v1 (with health and reflection) until SIGTERM/SIGINT.
     Serve {
+        // Boxed: the settings are much larger than the benchmark's.
         #[command(flatten)]
-        config: Config,
+        config: Box<Config>,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -43,7 +44,7 @@ impl Cli {
                     env!("CARGO_PKG_VERSION"),
                     &log.log_format,
                 );
-                serve(config).await
+                serve(*config).await
             }
             Command::Bench { args, log } => {
                 let _telemetry = learnhub_kit::telemetry::init(

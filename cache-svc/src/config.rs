@@ -47,11 +47,15 @@ pub struct Config {
     /// HTTP/2 streams, requests in flight, connections, deadlines.
     #[command(flatten)]
     pub server_limits: ServerLimits,
+    /// Mutual TLS with the services that call it.
+    #[command(flatten)]
+    pub tls: learnhub_kit::tls::TlsArgs,
 }
 
 impl Default for Config {
     /// The flag defaults: in-process store, port 50053; but no metrics listener (embedded and
-    /// test servers would all want port 9453).
+    /// test servers would all want port 9453), and plaintext (the binary refuses to start
+    /// without certificates unless told `--insecure-plaintext`).
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:50053".into(),
@@ -65,6 +69,7 @@ impl Default for Config {
             redis_timeout_ms: 500,
             redis_pool_size: 8,
             server_limits: ServerLimits::default(),
+            tls: learnhub_kit::tls::TlsArgs::plaintext(),
         }
     }
 }

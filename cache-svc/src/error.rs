@@ -23,6 +23,8 @@ pub enum Error {
     Serve(#[from] learnhub_kit::server::ServeError),
     #[error("benchmark: {0}")]
     Bench(String),
+    #[error(transparent)]
+    Tls(#[from] learnhub_kit::tls::TlsError),
 }
 
 impl Error {

@@ -29,8 +29,9 @@ use std::{net::SocketAddr, sync::Arc};
 use learnhub_kit::{
     limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::ServeError,
+    server::{ServeError, Transport},
     shutdown::CancellationToken,
+    tls::{CallerPolicy, MutualTls},
 };
 use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -65,7 +66,21 @@ pub struct Application {
     cache: Cache,
     limits: service::Limits,
     server_limits: ServerLimits,
+    tls: Option<Arc<MutualTls>>,
 }
+
+/// Who may call what: reads, writes and invalidation for the gateway and the data services
+/// (they invalidate what they change, after their commit); statistics and `Clear` for the
+/// gateway's admin routes only.
+pub const POLICY: CallerPolicy = CallerPolicy {
+    callee: "cache-svc",
+    allowed: |method| match method {
+        "Get" | "GetMany" | "Set" | "SetMany" | "Delete" | "InvalidatePattern" => {
+            &["gateway", "catalog-svc", "enrollment-svc"]
+        }
+        _ => &["gateway"],
+    },
+};
 
 impl Application {
     /// Binds `config.listen` and `config.metrics_addr` (port 0 picks a free port), installs the
@@ -90,6 +105,7 @@ impl Application {
                 "must not be empty: it keeps this cache's keys apart in a shared Redis",
             ));
         }
+        let tls = config.tls.load("cache-svc")?;
         metrics::install("cache-svc", env!("CARGO_PKG_VERSION"));
         let listener = learnhub_kit::server::bind(&config.listen).await?;
         let addr = listener.local_addr().map_err(|source| {
@@ -118,6 +134,7 @@ impl Application {
                 max_value_bytes: config.max_value_bytes,
             },
             server_limits: config.server_limits.clone(),
+            tls,
         })
     }
 
@@ -143,12 +160,14 @@ impl Application {
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(max_request_bytes)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let transport = Transport::new(self.tls, POLICY);
         let grpc = learnhub_kit::server::serve_with_limits(
             self.listener,
             Routes::new(server),
             &[SERVICE_NAME],
             shutdown.clone(),
             &self.server_limits,
+            &transport,
         );
         let result = metrics::serve_beside(self.metrics, shutdown, grpc).await;
         self.cache.shutdown().await;

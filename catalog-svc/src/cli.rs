@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve gRPC (runs pending migrations first unless --no-migrate).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Run pending migrations and exit (a Kubernetes Job).
     Migrate(DbArgs),
     /// Insert the deterministic demo catalog: courses 1..=N with lessons and exercises.

@@ -1,13 +1,15 @@
 //! catalog-svc: courses, categories, lessons and exercises behind `learnhub.catalog.v1`.
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
+    limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::{self, ServeError},
+    server::{self, ServeError, Transport},
     shutdown::CancellationToken,
+    tls::{CallerPolicy, MutualTls, TlsArgs, TlsError},
 };
 use learnhub_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio::net::TcpListener;
@@ -55,7 +57,23 @@ pub struct Config {
     /// Do not run pending migrations at start (run `catalog-svc migrate` instead, e.g. as a Job).
     #[arg(long, env = "NO_MIGRATE")]
     pub no_migrate: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub server_limits: ServerLimits,
 }
+
+/// Who may call what: the reads enrollment-svc makes (what it checks before an enrollment or a
+/// submission, and what its demo seeding reads) for it and the gateway; writes, the other reads
+/// and the profiler for the gateway only.
+pub const POLICY: CallerPolicy = CallerPolicy {
+    callee: "catalog-svc",
+    allowed: |method| match method {
+        "ListCourses" | "GetCourse" | "BatchGetCourses" | "BatchGetLessons" | "GetExercise"
+        | "ListExercises" => &["gateway", "enrollment-svc"],
+        _ => &["gateway"],
+    },
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,6 +83,8 @@ pub enum StartError {
     Serve(#[from] ServeError),
     #[error("CACHE_ADDR: {0}")]
     Cache(#[from] learnhub_cache_client::CacheError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A catalog-svc bound to its address, ready to serve.
@@ -73,12 +93,15 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     db: Db,
     cache: Option<CacheClient>,
+    tls: Option<Arc<MutualTls>>,
+    server_limits: ServerLimits,
 }
 
 impl Application {
     /// Migrates (unless told not to), opens the pool and binds the listeners (port 0 works),
     /// installing the process's metrics recorder if nobody has yet.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let tls = config.tls.load("catalog-svc")?;
         metrics::install("catalog-svc", env!("CARGO_PKG_VERSION"));
         if !config.no_migrate {
             let applied = run_migrations(&config.db.database_url, migrations()).await?;
@@ -93,6 +116,7 @@ impl Application {
                     addr,
                     CacheClientOptions {
                         caller: "catalog-svc",
+                        tls: tls.clone(),
                         ..CacheClientOptions::default()
                     },
                 )
@@ -105,6 +129,8 @@ impl Application {
             metrics,
             db,
             cache,
+            tls,
+            server_limits: config.server_limits.clone(),
         })
     }
 
@@ -134,7 +160,15 @@ impl Application {
         let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
         let routes =
             learnhub_db::profiled(tonic::service::Routes::new(CatalogServiceServer::new(api)));
-        let grpc = server::serve(self.listener, routes, &[SERVICE_NAME], shutdown.clone());
+        let transport = Transport::new(self.tls, POLICY);
+        let grpc = server::serve_with_limits(
+            self.listener,
+            routes,
+            &[SERVICE_NAME],
+            shutdown.clone(),
+            &self.server_limits,
+            &transport,
+        );
         metrics::serve_beside(self.metrics, shutdown, grpc).await
     }
 }

@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve gRPC (runs pending migrations first unless --no-migrate).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Run pending migrations and exit (a Kubernetes Job).
     Migrate(DbArgs),
     /// Bulk-load deterministic learners, enrollments, progress and submissions against the

@@ -1,16 +1,18 @@
 //! enrollment-svc: learners, enrollments, lesson progress and exercise submissions behind
 //! `learnhub.enrollment.v1`. Courses, lessons and exercises belong to catalog-svc, which this
 //! service asks over gRPC.
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
     client::{self, ClientOptions, Resolver},
+    limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::{self, ServeError},
+    server::{self, ServeError, Transport},
     shutdown::CancellationToken,
+    tls::{CallerPolicy, MutualTls, TlsArgs, TlsError},
 };
 use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
 use tokio::net::TcpListener;
@@ -74,13 +76,24 @@ pub struct Config {
     pub no_migrate: bool,
     /// How host names in CATALOG_ADDR and CACHE_ADDR become addresses (the system's resolver;
     /// tests put replicas behind one name).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub server_limits: ServerLimits,
     #[arg(skip)]
     pub resolver: Resolver,
 }
 
+/// Who may call what: everything is the gateway's (a learner's data reaches nobody else).
+pub const POLICY: CallerPolicy = CallerPolicy {
+    callee: "enrollment-svc",
+    allowed: |_| &["gateway"],
+};
+
 impl Config {
     /// Settings with every optional flag at its default (tests, the monolith), except the
-    /// metrics listener, which is off: embedded servers would all want the same port.
+    /// metrics listener, which is off (embedded servers would all want the same port), and
+    /// plaintext (set `tls` for mutual TLS).
     pub fn new(listen: impl Into<String>, db: DbArgs, catalog_addr: impl Into<String>) -> Self {
         Self {
             listen: listen.into(),
@@ -92,6 +105,8 @@ impl Config {
             max_submission_bytes: service::DEFAULT_MAX_SUBMISSION_BYTES,
             no_migrate: false,
             resolver: Resolver::default(),
+            tls: TlsArgs::plaintext(),
+            server_limits: ServerLimits::default(),
         }
     }
 
@@ -110,6 +125,8 @@ pub enum StartError {
     CatalogAddr(#[from] learnhub_kit::client::BadAddress),
     #[error("--cache-addr: {0}")]
     CacheAddr(#[from] learnhub_cache_client::CacheError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// An enrollment-svc bound to its address, ready to serve.
@@ -118,6 +135,8 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     learners: learners::Learners,
     max_submission_bytes: usize,
+    tls: Option<Arc<MutualTls>>,
+    server_limits: ServerLimits,
 }
 
 impl Application {
@@ -125,6 +144,7 @@ impl Application {
     /// connects on first use) and binds the listeners (port 0 works), installing the process's
     /// metrics recorder if nobody has yet.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let tls = config.tls.load("enrollment-svc")?;
         metrics::install("enrollment-svc", env!("CARGO_PKG_VERSION"));
         if !config.no_migrate {
             let applied = run_migrations(&config.db.database_url, migrations()).await?;
@@ -138,6 +158,7 @@ impl Application {
             &ClientOptions {
                 timeout: config.catalog_timeout(),
                 resolver: config.resolver.clone(),
+                tls: tls.clone(),
             },
         )?;
         let cache_client = client::configured(config.cache_addr.as_deref())
@@ -146,6 +167,7 @@ impl Application {
                     addr,
                     CacheClientOptions {
                         caller: "enrollment-svc",
+                        tls: tls.clone(),
                         ..CacheClientOptions::default()
                     },
                     &config.resolver,
@@ -160,6 +182,8 @@ impl Application {
             metrics,
             learners: learners::Learners::new(db, catalog, cache),
             max_submission_bytes: config.max_submission_bytes,
+            tls,
+            server_limits: config.server_limits.clone(),
         })
     }
 
@@ -185,7 +209,15 @@ impl Application {
         let routes = learnhub_db::profiled(tonic::service::Routes::new(
             EnrollmentServiceServer::new(api),
         ));
-        let grpc = server::serve(self.listener, routes, &[SERVICE_NAME], shutdown.clone());
+        let transport = Transport::new(self.tls, POLICY);
+        let grpc = server::serve_with_limits(
+            self.listener,
+            routes,
+            &[SERVICE_NAME],
+            shutdown.clone(),
+            &self.server_limits,
+            &transport,
+        );
         metrics::serve_beside(self.metrics, shutdown, grpc).await
     }
 }

@@ -42,6 +42,9 @@ pub enum Error {
     Config { flag: &'static str, reason: String },
     #[error(transparent)]
     Serve(#[from] learnhub_kit::server::ServeError),
+    /// Start-up: no usable certificate for the calls to the services.
+    #[error(transparent)]
+    Tls(#[from] learnhub_kit::tls::TlsError),
 }
 
 impl Error {
@@ -65,7 +68,7 @@ impl Error {
                 Status::unavailable(self.to_string())
             }
             Error::Upstream { service, status } => upstream_status(service, status),
-            Error::Config { .. } | Error::Serve(_) => {
+            Error::Config { .. } | Error::Serve(_) | Error::Tls(_) => {
                 tracing::error!(error = %self, "internal error");
                 Status::internal("internal error")
             }

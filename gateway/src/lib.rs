@@ -75,6 +75,10 @@ pub struct Config {
     /// CORS, security headers and reflection.
     #[command(flatten)]
     pub edge: edge::EdgeConfig,
+    /// Mutual TLS on its calls to catalog-svc, enrollment-svc and cache-svc (its own port is
+    /// the public front door: TLS from clients ends at the ingress).
+    #[command(flatten)]
+    pub tls: learnhub_kit::tls::TlsArgs,
 }
 
 /// A secret from a flag or the environment; its `Debug` is `[REDACTED]`, so it cannot reach a log.
@@ -106,7 +110,8 @@ impl Application {
             &config.catalog_addr,
             config.enrollment_addr.as_deref(),
             config.cache_addr.as_deref(),
-            &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms)),
+            &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms))
+                .with_tls(config.tls.load("gateway")?),
         )?;
         let tokens = token_verifier(config)?;
         let rate_limits = Arc::new(limits::RateLimits::new(&config.limits, tokens.clone()));
@@ -147,6 +152,8 @@ impl Application {
             probes,
             shutdown,
             &self.server_limits,
+            // The public front door: callers authenticate with their tokens.
+            &learnhub_kit::server::Transport::Plaintext,
         )
         .await
     }

@@ -449,8 +449,10 @@ pub async fn enforce(
     let CallerKey::Subject(subject) = &caller else {
         return next.run(request).await;
     };
+    // Calls to the services made for this request name its caller (learnhub_kit::enduser).
+    let user = learnhub_kit::enduser::scope;
     if !route.submission || limits.submissions.is_none() {
-        return next.run(request).await;
+        return user(subject.as_str(), next.run(request)).await;
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_SUBMISSION_BODY).await else {
@@ -462,8 +464,11 @@ pub async fn enforce(
     if let Err(refusal) = limits.charge_submission(subject, bytes.len()) {
         return refuse(&refusal, &caller, grpc);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    user(
+        subject.as_str(),
+        next.run(Request::from_parts(parts, Body::from(bytes))),
+    )
+    .await
 }
 
 /// The content type of a gRPC (or gRPC-Web) request, to answer in it; `None` for REST.

@@ -11,6 +11,9 @@
 //!   it ends) whose W3C `traceparent` goes out with the call, so the callee's server span is its
 //!   child and one request is one trace across the services; its duration goes to
 //!   `learnhub_rpc_client_duration_seconds{peer, rpc_service, rpc_method, grpc_code}`;
+//! - **mutual TLS** when the service has a certificate ([`ClientOptions::tls`]): the callee must
+//!   show a certificate valid for its name, and this service shows its own; after a certificate
+//!   rotation every endpoint reconnects with the new one;
 //! - **a deadline per call**: every call carries `grpc-timeout` (the caller's own, when it set a
 //!   shorter one) and is abandoned with `DEADLINE_EXCEEDED` when it passes, even while the
 //!   channel is still connecting or has no endpoint at all.
@@ -31,7 +34,10 @@ use tonic::{
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::rpc_call::{ObservedBody, RpcCall, Side, code_of_error};
+use crate::{
+    rpc_call::{ObservedBody, RpcCall, Side, code_of_error},
+    tls::MutualTls,
+};
 
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
@@ -87,14 +93,24 @@ pub struct ClientOptions {
     /// `tonic::Request::set_timeout`).
     pub timeout: Duration,
     pub resolver: Resolver,
+    /// This service's identity: every call goes over mutual TLS. `None`: plaintext (asked for
+    /// with `--insecure-plaintext`).
+    pub tls: Option<Arc<MutualTls>>,
 }
 
 impl ClientOptions {
+    /// Plaintext calls with this timeout, names resolved by the system.
     pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
             resolver: Resolver::default(),
+            tls: None,
         }
+    }
+
+    /// These options, calling over mutual TLS with `tls` when it is set.
+    pub fn with_tls(self, tls: Option<Arc<MutualTls>>) -> Self {
+        Self { tls, ..self }
     }
 }
 
@@ -136,15 +152,30 @@ pub fn connect(
     let port = uri
         .port_u16()
         .ok_or_else(|| bad(format!("{addr:?} has no port")))?;
-    let channel = if host.parse::<std::net::IpAddr>().is_ok() {
-        endpoint(&format!(
+    let channel = match (&options.tls, host.parse::<std::net::IpAddr>()) {
+        (None, Ok(_)) => endpoint(&format!(
             "http://{}",
             uri.authority().map_or("", |a| a.as_str())
         ))
         .map_err(|err| bad(err.to_string()))?
-        .connect_lazy()
-    } else {
-        balanced(service, host, port, options.resolver.clone())
+        .connect_lazy(),
+        (None, Err(_)) => balanced(service, host, port, options.resolver.clone(), None),
+        // Over TLS even one address goes through the balancer: it is what reconnects every
+        // endpoint when the certificate changes.
+        (Some(tls), Ok(ip)) => {
+            let only = Resolver::fixed(HashMap::from([(
+                host.clone(),
+                vec![SocketAddr::new(ip, port)],
+            )]));
+            balanced(service, host, port, only, Some(tls.clone()))
+        }
+        (Some(tls), Err(_)) => balanced(
+            service,
+            host,
+            port,
+            options.resolver.clone(),
+            Some(tls.clone()),
+        ),
     };
     Ok(ServiceChannel {
         inner: channel,
@@ -153,11 +184,28 @@ pub fn connect(
     })
 }
 
-/// A channel balanced over every address `host` resolves to, kept current in the background.
-fn balanced(service: &'static str, host: String, port: u16, resolver: Resolver) -> Channel {
+/// A channel balanced over every address `host` resolves to, kept current in the background;
+/// over mutual TLS with `tls`, every endpoint replaced when the certificate changes.
+fn balanced(
+    service: &'static str,
+    host: String,
+    port: u16,
+    resolver: Resolver,
+    tls: Option<Arc<MutualTls>>,
+) -> Channel {
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+    let mut rotated = tls.as_ref().map(|tls| tls.changes());
     tokio::spawn(async move {
         let mut known: HashSet<SocketAddr> = HashSet::new();
+        let make = |addr: SocketAddr| -> Option<Endpoint> {
+            match &tls {
+                None => endpoint(&format!("http://{addr}")).ok(),
+                Some(tls) => endpoint(&format!("https://{addr}"))
+                    .and_then(|endpoint| endpoint.tls_config(tls.client_config(service)))
+                    .inspect_err(|err| tracing::warn!(service, %err, "TLS endpoint"))
+                    .ok(),
+            }
+        };
         loop {
             match resolver.resolve(&host, port).await {
                 Ok(found) => {
@@ -168,7 +216,7 @@ fn balanced(service: &'static str, host: String, port: u16, resolver: Resolver) 
                         }
                     }
                     for new in found.difference(&known) {
-                        let Ok(endpoint) = endpoint(&format!("http://{new}")) else {
+                        let Some(endpoint) = make(*new) else {
                             continue;
                         };
                         if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
@@ -185,7 +233,26 @@ fn balanced(service: &'static str, host: String, port: u16, resolver: Resolver) 
             if changes.is_closed() {
                 return;
             }
-            tokio::time::sleep(RESOLVE_EVERY).await;
+            let certificate_changed = async {
+                match rotated.as_mut() {
+                    Some(rotated) => rotated.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(RESOLVE_EVERY) => {}
+                true = certificate_changed => {
+                    // Same address, new endpoint: the balancer drops the old connection.
+                    for addr in &known {
+                        let Some(endpoint) = make(*addr) else {
+                            continue;
+                        };
+                        if changes.send(Change::Insert(*addr, endpoint)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
         }
     });
     channel
@@ -246,6 +313,7 @@ impl Service<http::Request<Body>> for ServiceChannel {
         let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
         // The client span's context, not the caller's: the callee's span is the client span's child.
         crate::telemetry::inject_trace_context(&span, request.headers_mut());
+        crate::enduser::inject(request.headers_mut());
         let timeout = request
             .headers()
             .get("grpc-timeout")

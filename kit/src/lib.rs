@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod enduser;
 pub mod limits;
 pub mod metrics;
 pub mod page_token;
@@ -14,6 +15,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
 pub mod time;
+pub mod tls;
 pub mod validate;
 
 pub use page_token::PageToken;

@@ -155,9 +155,13 @@ pub async fn scrape() -> axum::response::Response {
         .into_response()
 }
 
-/// A router serving only `GET /metrics`.
+/// A router serving `GET /metrics`, and `GET /healthz` (200 while the process serves: the
+/// listener closes at shutdown). Kubernetes probes the internal services here, in plaintext: a
+/// kubelet gRPC probe cannot show the client certificate their gRPC port asks for.
 pub fn router() -> Router {
-    Router::new().route("/metrics", get(scrape))
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
 }
 
 /// A bound metrics listener (`--metrics-addr`), ready to serve `GET /metrics`.

@@ -1,7 +1,7 @@
 //! gRPC server bootstrap shared by every service: health (`grpc.health.v1`), server reflection
 //! (v1 and v1alpha, so `grpcurl list` works without proto files), graceful shutdown, a server
-//! span plus RED metrics for every request ([`ServerTelemetryLayer`]), and the load limits of
-//! [`crate::limits`].
+//! span plus RED metrics for every request ([`ServerTelemetryLayer`]), the load limits of
+//! [`crate::limits`], and mutual TLS with a per-RPC caller policy ([`Transport`], [`crate::tls`]).
 use std::{
     future::Future,
     net::SocketAddr,
@@ -22,6 +22,7 @@ use crate::{
     limits::{self, ServerLimits},
     rpc_call::{RpcCall, Side},
     telemetry::{self, ServerTrace},
+    tls::{self, CallerPolicy, CallerPolicyLayer, MutualTls},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -154,9 +155,9 @@ fn reflection_builder(
         )
 }
 
-/// Serves `routes` (HTTP/2 gRPC, and HTTP/1 for REST/gRPC-Web routes) until `shutdown` is
-/// cancelled; then health flips to NOT_SERVING, the listener closes and in-flight calls finish.
-/// The default [`ServerLimits`] apply.
+/// Serves `routes` (HTTP/2 gRPC, and HTTP/1 for REST/gRPC-Web routes) in plaintext until
+/// `shutdown` is cancelled; then health flips to NOT_SERVING, the listener closes and in-flight
+/// calls finish. The default [`ServerLimits`] apply.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -169,6 +170,7 @@ pub async fn serve(
         service_names,
         shutdown,
         &ServerLimits::default(),
+        &Transport::Plaintext,
     )
     .await
 }
@@ -177,16 +179,42 @@ pub async fn serve(
 /// connection of which `max_requests_per_connection` are worked on at once (the rest wait),
 /// `max_in_flight_requests` shed beyond with 503 / UNAVAILABLE, a deadline per
 /// request, HTTP/2 keep-alive PINGs, at most `max_connections` open. hyper's HTTP/1 header-read
-/// timeout (30 s) is on, since tonic gives hyper a timer.
+/// timeout (30 s) is on, since tonic gives hyper a timer. `transport` says who may connect.
 pub async fn serve_with_limits(
     listener: TcpListener,
     routes: Routes,
     service_names: &[&'static str],
     shutdown: CancellationToken,
     limits: &ServerLimits,
+    transport: &Transport,
 ) -> Result<(), ServeError> {
     let (routes, probes) = Probes::install(routes, service_names).await?;
-    serve_probed(listener, routes, probes, shutdown, limits).await
+    serve_probed(listener, routes, probes, shutdown, limits, transport).await
+}
+
+/// Who may reach a server.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Anyone who reaches the port, unauthenticated: the public front door (behind its own
+    /// checks), tests, and local development by name (`--insecure-plaintext`).
+    #[default]
+    Plaintext,
+    /// Mutual TLS: a caller without a certificate of the CA is refused at the handshake, one
+    /// whose service the policy does not allow gets PERMISSION_DENIED.
+    MutualTls {
+        tls: Arc<MutualTls>,
+        policy: CallerPolicy,
+    },
+}
+
+impl Transport {
+    /// Mutual TLS under `policy` when `tls` is set, else plaintext.
+    pub fn new(tls: Option<Arc<MutualTls>>, policy: CallerPolicy) -> Self {
+        match tls {
+            Some(tls) => Self::MutualTls { tls, policy },
+            None => Self::Plaintext,
+        }
+    }
 }
 
 /// [`serve_with_limits`] for routes that hold their probes already ([`Probes::install_with`]),
@@ -197,19 +225,60 @@ pub async fn serve_probed(
     probes: Probes,
     shutdown: CancellationToken,
     limits: &ServerLimits,
+    transport: &Transport,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, services = ?probes.service_names, "serving");
+    let secured = matches!(transport, Transport::MutualTls { .. });
+    tracing::info!(addr = ?addr, services = ?probes.service_names, mutual_tls = secured, "serving");
     let incoming = limits::cap_connections(
         TcpIncoming::from(listener).with_nodelay(Some(true)),
         limits.max_connections,
     );
+    match transport {
+        Transport::Plaintext => {
+            serve_incoming(incoming, routes, probes, shutdown, limits, None, addr).await
+        }
+        Transport::MutualTls { tls, policy } => {
+            let incoming = tls::accept(incoming, tls.clone());
+            serve_incoming(
+                incoming,
+                routes,
+                probes,
+                shutdown,
+                limits,
+                Some(*policy),
+                addr,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve_incoming<I, IO>(
+    incoming: I,
+    routes: Routes,
+    probes: Probes,
+    shutdown: CancellationToken,
+    limits: &ServerLimits,
+    policy: Option<CallerPolicy>,
+    addr: Option<SocketAddr>,
+) -> Result<(), ServeError>
+where
+    I: futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
     let stopping = shutdown.clone();
     let drained = async move {
         stopping.cancelled().await;
         probes.set_all(ServingStatus::NotServing).await;
     };
-    // Telemetry outside the limits, so shed and timed-out requests show in the metrics too.
+    // Telemetry outside the limits, so shed, refused and timed-out requests show in the metrics
+    // too.
     let mut builder = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(limits.concurrent_streams())
@@ -220,6 +289,7 @@ pub async fn serve_probed(
     }
     let server = builder
         .layer(ServerTelemetryLayer)
+        .layer(CallerPolicyLayer(policy))
         .layer(limits.in_flight_layer())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
@@ -302,7 +372,15 @@ where
             let grpc_web = content_type.starts_with("application/grpc-web");
             let path = request.uri().path();
             let trace = ServerTrace::start(request.headers(), || telemetry::rpc_server_span(path));
+            let user = crate::enduser::of_request(
+                request.headers(),
+                request.extensions().get::<tls::Peer>(),
+            );
             let call = RpcCall::start(trace.span().clone(), Side::Server, path);
+            if let Some(user) = user {
+                trace.span().record("enduser.id", &*user.0);
+                request.extensions_mut().insert(user);
+            }
             request.extensions_mut().insert(ServerSide::Rpc {
                 call: call.clone(),
                 grpc_web,

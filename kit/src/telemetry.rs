@@ -685,6 +685,7 @@ pub(crate) fn rpc_server_span(path: &str) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = Empty,
+        enduser.id = Empty,
     )
 }
 

@@ -24,6 +24,7 @@ async fn a_connection_beyond_the_cap_is_closed_and_the_open_one_is_still_served(
             &["learnhub.test.v1.Probe"],
             stop,
             &limits,
+            &server::Transport::Plaintext,
         )
         .await
     });

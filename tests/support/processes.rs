@@ -116,3 +116,42 @@ pub fn run_once(bin: &'static str, args: &[&str], env: &[(&str, String)]) {
         .unwrap_or_else(|err| panic!("{bin}: {err}"));
     assert!(status.success(), "{bin} {args:?}: {status}");
 }
+
+/// The platform's certificates in a folder, laid out as `deploy/dev-certs.sh` makes them:
+/// `ca.crt`, and `<service>.crt` + `<service>.key` for each service, under a CA of their own.
+pub struct Certificates {
+    dir: PathBuf,
+    ca: learnhub_kit::tls::DevCa,
+}
+
+impl Certificates {
+    /// Makes a CA and a certificate for every service into `dir`.
+    pub fn write(dir: &std::path::Path) -> Self {
+        let ca = learnhub_kit::tls::DevCa::new().expect("a development CA");
+        std::fs::write(dir.join("ca.crt"), ca.ca_pem()).expect("ca.crt written");
+        for service in learnhub_kit::tls::SERVICES {
+            let (cert, key) = ca.issue(service).expect("a service certificate");
+            std::fs::write(dir.join(format!("{service}.crt")), cert).expect("certificate written");
+            std::fs::write(dir.join(format!("{service}.key")), key).expect("key written");
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            ca,
+        }
+    }
+
+    /// TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE of `service`.
+    pub fn env(&self, service: &str) -> Vec<(&'static str, String)> {
+        let path = |file: String| self.dir.join(file).display().to_string();
+        vec![
+            ("TLS_CERT_FILE", path(format!("{service}.crt"))),
+            ("TLS_KEY_FILE", path(format!("{service}.key"))),
+            ("TLS_CA_FILE", path("ca.crt".to_owned())),
+        ]
+    }
+
+    /// A fresh identity of `service` under the same CA, for a test that calls a service itself.
+    pub fn identity(&self, service: &'static str) -> std::sync::Arc<learnhub_kit::tls::MutualTls> {
+        self.ca.identity(service).expect("an identity")
+    }
+}

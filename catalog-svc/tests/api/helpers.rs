@@ -37,6 +37,8 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
         },
         cache_addr,
         no_migrate: false,
+        tls: learnhub_kit::tls::TlsArgs::plaintext(),
+        server_limits: learnhub_kit::limits::ServerLimits::default(),
     };
     let app = Application::build(&config)
         .await

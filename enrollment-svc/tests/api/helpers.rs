@@ -33,6 +33,8 @@ impl CatalogServer {
             db: db_args(database.url()),
             cache_addr: None,
             no_migrate: false,
+            tls: learnhub_kit::tls::TlsArgs::plaintext(),
+            server_limits: learnhub_kit::limits::ServerLimits::default(),
         };
         let app = catalog_svc::Application::build(&config)
             .await

@@ -33,6 +33,7 @@ fn config(secret: &str) -> gateway::Config {
         auth_max_token_hours: 24,
         limits: gateway::limits::LimitConfig::default(),
         edge: gateway::edge::EdgeConfig::default(),
+        tls: learnhub_kit::tls::TlsArgs::plaintext(),
     }
 }
 

@@ -272,6 +272,7 @@ async fn a_wildcard_or_a_path_in_the_origin_list_stops_the_start() {
             auth_max_token_hours: 24,
             limits: gateway::limits::LimitConfig::default(),
             edge: cors(&[bad]),
+            tls: learnhub_kit::tls::TlsArgs::plaintext(),
         };
         let err = gateway::Application::build(&config).await.err().unwrap();
         assert!(err.to_string().contains("--cors-allowed-origins"), "{err}");

@@ -119,6 +119,7 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         auth_max_token_hours: 24,
         limits: options.limits,
         edge: options.edge,
+        tls: learnhub_kit::tls::TlsArgs::plaintext(),
     };
     let app = gateway::Application::build(&config).await.unwrap();
     let addr = app.local_addr();
@@ -159,6 +160,7 @@ async fn config_debug_hides_the_secret() {
         auth_max_token_hours: 24,
         limits: gateway::limits::LimitConfig::default(),
         edge: gateway::edge::EdgeConfig::default(),
+        tls: learnhub_kit::tls::TlsArgs::plaintext(),
     };
     assert!(!format!("{config:?}").contains("super-secret-value-of-at-least-32-bytes"));
     let empty = gateway::Config {
