@@ -201,7 +201,7 @@ fn class_matches(pattern: &[u8], start: usize, c: u8) -> (bool, usize) {
         if pattern[i] == b'\\' && i + 1 < pattern.len() {
             i += 1;
             matched |= pattern[i] == c;
-        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
             let (lo, hi) = (
                 pattern[i].min(pattern[i + 2]),
                 pattern[i].max(pattern[i + 2]),

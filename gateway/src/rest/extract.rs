@@ -53,7 +53,7 @@ where
                         super::MAX_BODY_BYTES
                     ))
                 } else {
-                    Error::invalid(format!("request body: {}", rejection.body_text()))
+                    Error::invalid(format!("request body: {}", bounded(rejection.body_text())))
                 }
             })?;
         // Serde would read `[7]` as a struct field by field: only an object names its fields.
@@ -62,10 +62,22 @@ where
         }
         // The error names the field's path, e.g. `course_type: unknown variant`.
         let body: T = serde_path_to_error::deserialize(value)
-            .map_err(|err| Error::invalid(format!("request body: {err}")))?;
+            .map_err(|err| Error::invalid(format!("request body: {}", bounded(err.to_string()))))?;
         body.check()
             .map_err(|invalid| Error::invalid(invalid.to_string()))?;
         Ok(Self(body))
+    }
+}
+
+/// The most of a JSON error shown. serde quotes unknown field names and variants, so a body of a
+/// megabyte could otherwise be answered with a message of a megabyte.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// `detail`, cut to [`MAX_DETAIL_CHARS`] characters.
+fn bounded(detail: String) -> String {
+    match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((at, _)) => format!("{}…", &detail[..at]),
+        None => detail,
     }
 }
 
