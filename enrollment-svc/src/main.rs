@@ -7,14 +7,21 @@ use learnhub_kit::telemetry;
 static ALLOC: learnhub_kit::Allocator = learnhub_kit::Allocator;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let _telemetry = telemetry::init(
         "enrollment-svc",
         env!("CARGO_PKG_VERSION"),
         &cli.log.log_format,
     );
-    cli.command.run().await
+    // Logged with its message (a returned error would print as Debug).
+    match cli.command.run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "enrollment-svc failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
