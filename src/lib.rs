@@ -283,6 +283,8 @@ pub struct Platform {
     catalog_db: Db,
     enrollment_db: Db,
     demo_seed: DemoSeed,
+    /// The CA of the services' certificates, with [`PlatformConfig::internal_mtls`].
+    tls: InternalTls,
     /// Front to back: the gateway stops taking calls before the services behind it go.
     servers: Vec<Server>,
 }
@@ -373,6 +375,7 @@ impl Platform {
                 cache.run_until_stopped(stop)
             }));
         }
+        let seeder = tls.args(Service::Enrollment)?;
         let mut platform = Self {
             gateway_addr,
             catalog_addr,
@@ -382,9 +385,9 @@ impl Platform {
             catalog_db,
             enrollment_db,
             demo_seed: DemoSeed::default(),
+            tls,
             servers,
         };
-        let seeder = tls.args(Service::Enrollment)?;
         match platform.seed(config.demo_data, &catalog_url, &seeder).await {
             Ok(seeded) => platform.demo_seed = seeded,
             Err(err) => {
@@ -393,6 +396,21 @@ impl Platform {
             }
         }
         Ok(platform)
+    }
+
+    /// A certificate of `service` under the platform's CA, for a caller that calls a service
+    /// directly as that service would (perf-report reading cache-svc's statistics as the
+    /// gateway); `None` when the services talk plaintext.
+    pub fn identity(
+        &self,
+        service: Service,
+    ) -> Result<Option<std::sync::Arc<learnhub_kit::tls::MutualTls>>, learnhub_kit::tls::TlsError>
+    {
+        self.tls
+            .0
+            .as_ref()
+            .map(|ca| ca.identity(service.name()))
+            .transpose()
     }
 
     /// Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it

@@ -122,6 +122,10 @@ struct LoadArgs {
     /// Only these endpoints, in this order (default: all four).
     #[arg(long, value_enum, value_delimiter = ',')]
     endpoints: Vec<Endpoint>,
+    /// The services call each other over mutual TLS (certificates of a CA made at start), as
+    /// in production; without it they talk plaintext.
+    #[arg(long)]
+    internal_mtls: bool,
 }
 
 #[derive(Args)]
@@ -226,6 +230,7 @@ impl Cli {
                     out_dir: args.out_dir,
                     command_line: command_line(),
                     endpoints: args.endpoints,
+                    internal_mtls: args.internal_mtls,
                 };
                 load(&target, &settings).await
             }

@@ -283,6 +283,7 @@ pub async fn fairness(target: &Target, settings: &FairnessSettings) -> anyhow::R
         catalog_url: prepared.catalog_url.clone(),
         enrollment_url: prepared.enrollment_url.clone(),
         cache: Some((target.redis_url.clone(), target.redis_prefix.clone())),
+        internal_mtls: false,
     };
     let mut results = Vec::new();
     for &mode in &settings.modes {

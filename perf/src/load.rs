@@ -27,6 +27,8 @@ pub struct LoadSettings {
     pub command_line: String,
     /// The endpoints measured, in this order (all four when empty).
     pub endpoints: Vec<Endpoint>,
+    /// The services call each other over mutual TLS.
+    pub internal_mtls: bool,
 }
 
 /// The four measured endpoints.
@@ -161,6 +163,7 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
         catalog_url: prepared.catalog_url.clone(),
         enrollment_url: prepared.enrollment_url.clone(),
         cache: Some((target.redis_url.clone(), target.redis_prefix.clone())),
+        internal_mtls: settings.internal_mtls,
     })
     .await?;
     let outcome = measure_all(&platform, target, settings, (min_user, max_user)).await;

@@ -10,7 +10,7 @@ use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, GetStatsRequest, ResetStatsRequest,
     cache_service_client::CacheServiceClient,
 };
-use tonic::transport::Channel;
+use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 
 pub use crate::results::StatementLine;
 
@@ -30,6 +30,8 @@ pub struct PlatformOptions {
     pub enrollment_url: String,
     /// `(redis_url, key_prefix)`: cache-svc on Redis, and every service uses it.
     pub cache: Option<(String, String)>,
+    /// The services call each other over mutual TLS, as in production.
+    pub internal_mtls: bool,
 }
 
 impl PlatformOptions {
@@ -44,6 +46,7 @@ impl PlatformOptions {
         config.slow_query_ms = SLOW_QUERY_MS;
         config.upstream_timeout = UPSTREAM_TIMEOUT;
         config.migrate = false;
+        config.internal_mtls = self.internal_mtls;
         config.cache = match &self.cache {
             Some((url, prefix)) => CacheStore::Redis {
                 url: url.clone(),
@@ -60,7 +63,7 @@ pub struct Platform {
     pub gateway_addr: SocketAddr,
     pub catalog_db: Db,
     pub enrollment_db: Db,
-    cache: Option<CacheServiceClient<Channel>>,
+    cache: Option<CacheServiceClient<ServiceChannel>>,
     platform: learnhub::Platform,
 }
 
@@ -77,10 +80,16 @@ impl Platform {
         let mut config = options.config();
         config.gateway_limits = limits;
         let platform = learnhub::Platform::start(&config).await?;
+        // As the gateway calls it (its certificate, when the services use mutual TLS).
+        let options = ClientOptions::new(UPSTREAM_TIMEOUT)
+            .with_tls(platform.identity(learnhub::Service::Gateway)?);
         let cache = match platform.cache_addr() {
-            Some(addr) => Some(CacheServiceClient::new(
-                Channel::from_shared(format!("http://{addr}"))?.connect_lazy(),
-            )),
+            Some(addr) => Some(CacheServiceClient::new(client::connect(
+                "cache-svc",
+                "--cache-addr",
+                &format!("http://{addr}"),
+                &options,
+            )?)),
             None => None,
         };
         Ok(Self {

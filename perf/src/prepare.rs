@@ -189,6 +189,7 @@ async fn seed(scale: Scale, catalog_url: &str, enrollment_url: &str) -> anyhow::
             catalog_url: catalog_url.to_owned(),
             enrollment_url: enrollment_url.to_owned(),
             cache: None,
+            internal_mtls: false,
         }
         .config(),
     )

@@ -72,6 +72,7 @@ async fn measure_configuration(
         cache: configuration
             .cache()
             .then(|| (target.redis_url.clone(), target.redis_prefix.clone())),
+        internal_mtls: false,
     })
     .await?;
     let outcome = measure_scenarios(&platform, settings, configuration, users, target).await;
