@@ -5,6 +5,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
     /// `postgres://user@host:port/db` or `sqlite://PATH` (the file is created if missing).
+    /// Postgres TLS follows `?sslmode=` (`disable`, the default; `prefer`; `require`; `verify-ca`
+    /// or `verify-full`, with `&sslrootcert=PATH` or the system roots).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Connections kept in the pool.

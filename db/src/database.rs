@@ -1,6 +1,8 @@
 //! The database layer. The URL picks the backend — `postgres://…` (diesel-async's native
 //! `AsyncPgConnection`) or `sqlite://PATH` (bundled SQLite behind `SyncConnectionWrapper`) — and
 //! queries are written once: [`db_run!`](crate::db_run) runs the same diesel query on either.
+//! Every Postgres connection, pooled or for migrations, opens through [`PgTarget`] and so
+//! honours the URL's `sslmode`.
 use std::{path::Path, sync::Arc, time::Duration};
 
 use diesel::{Connection, ConnectionError, sqlite::SqliteConnection};
@@ -16,7 +18,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use crate::{
-    Backend, DbError, pool_metrics,
+    Backend, DbError, PgTarget, pool_metrics,
     profiler::{ConnectionProbe, ProfilerSettings, QueryProfiler, RpcScope},
 };
 
@@ -119,7 +121,8 @@ impl Db {
         let max_connections = options.pool_size.max(1);
         let pools = match Backend::from_url(&options.url)? {
             Backend::Postgres => {
-                let config = pg_config(options.application_name, Arc::clone(&profiler));
+                let target = PgTarget::parse(&options.url)?;
+                let config = pg_config(target, options.application_name, Arc::clone(&profiler));
                 let manager = PgManager::new_with_config(options.url.clone(), config);
                 Pools::Postgres(build_pool(manager, max_connections).await?)
             }
@@ -233,17 +236,20 @@ where
 }
 
 fn pg_config(
+    target: PgTarget,
     application_name: &'static str,
     profiler: Arc<QueryProfiler>,
 ) -> ManagerConfig<PgConn> {
+    let target = Arc::new(target);
     let mut config = ManagerConfig::default();
     // Verified would run `SELECT 1` on every checkout: a round trip, and noise in the profiler.
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(move |url| {
-        let url = url.to_owned();
+    // The manager's URL is the same as `target`'s, parsed once (and its certificates read once).
+    config.custom_setup = Box::new(move |_url| {
+        let target = Arc::clone(&target);
         let profiler = Arc::clone(&profiler);
         async move {
-            let mut conn = PgConn::establish(&url).await?;
+            let mut conn = target.connect().await?;
             // Set before the probe is installed, so start-up statements are not counted.
             conn.batch_execute(&format!(
                 "SET application_name = '{application_name}'; SET statement_timeout = '30s'"
@@ -312,29 +318,35 @@ pub struct Migrations {
 
 /// Runs pending migrations and returns the versions applied.
 pub async fn run_migrations(url: &str, migrations: Migrations) -> Result<Vec<String>, DbError> {
-    let backend = Backend::from_url(url)?;
-    let url = url.to_owned();
     let Migrations {
         postgres,
         sqlite,
         lock_key,
     } = migrations;
-    let task = tokio::task::spawn_blocking(move || match backend {
-        Backend::Postgres => migrate_postgres(&url, postgres, lock_key),
-        Backend::Sqlite => migrate_sqlite(&url, sqlite),
-    });
+    let task = match Backend::from_url(url)? {
+        Backend::Postgres => {
+            let conn = PgTarget::parse(url)?
+                .connect()
+                .await
+                .map_err(|err| DbError::Unavailable(err.to_string()))?;
+            tokio::task::spawn_blocking(move || migrate_postgres(conn, postgres, lock_key))
+        }
+        Backend::Sqlite => {
+            let url = url.to_owned();
+            tokio::task::spawn_blocking(move || migrate_sqlite(&url, sqlite))
+        }
+    };
     task.await
         .map_err(|err| DbError::Migration(err.to_string()))?
 }
 
 fn migrate_postgres(
-    url: &str,
+    conn: PgConn,
     migrations: EmbeddedMigrations,
     lock_key: i64,
 ) -> Result<Vec<String>, DbError> {
     // The wrapper blocks on the runtime handle, so this runs on a blocking thread.
-    let mut conn = <AsyncConnectionWrapper<PgConn> as Connection>::establish(url)
-        .map_err(|err| DbError::Unavailable(err.to_string()))?;
+    let mut conn = AsyncConnectionWrapper::<PgConn>::from(conn);
     use diesel::connection::SimpleConnection;
     SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_lock({lock_key})"))?;
     let applied = apply(&mut conn, migrations);

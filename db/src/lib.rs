@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod database;
 mod error;
+mod pg_target;
 mod pool_metrics;
 pub mod profiler;
 mod rpc_layer;
@@ -22,6 +23,7 @@ pub use error::{
     DbError, ServiceError, is_foreign_key_violation, is_unique_violation,
     query_error_is_unavailable,
 };
+pub use pg_target::{PgTarget, SslMode};
 pub use profiler::QueryProfiler;
 pub use rpc_layer::{ProfileLayer, profiled};
 pub use seed_rng::SplitMix64;

@@ -6,12 +6,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
-use crate::Backend;
+use crate::{Backend, DbError, PgTarget};
 
 /// Where tests find Postgres: `TEST_DATABASE_URL`, a maintenance database the tests may
-/// create databases from (default `postgres://postgres@127.0.0.1:5432/postgres`).
+/// create databases from (default `postgres://postgres@127.0.0.1:5432/postgres`). Its query
+/// (`?sslmode=…`) carries over to the test databases.
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
@@ -49,18 +50,22 @@ impl TestDatabase {
             Backend::Postgres => {
                 let admin_url = admin_url();
                 let name = unique_name("lh_test");
-                let mut admin = AsyncPgConnection::establish(&admin_url)
+                let mut admin = connect(&admin_url)
                     .await
                     .unwrap_or_else(|err| panic!("tests need Postgres at {admin_url}: {err}"));
                 admin
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
                     .unwrap_or_else(|err| panic!("CREATE DATABASE {name}: {err}"));
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map_or(admin_url.as_str(), |(base, _)| base);
+                let (path, query) = admin_url
+                    .split_once('?')
+                    .map_or((admin_url.as_str(), None), |(path, query)| {
+                        (path, Some(query))
+                    });
+                let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+                let query = query.map(|query| format!("?{query}")).unwrap_or_default();
                 Self {
-                    url: format!("{base}/{name}"),
+                    url: format!("{base}/{name}{query}"),
                     cleanup: Cleanup::Postgres { admin_url, name },
                 }
             }
@@ -91,9 +96,7 @@ impl Drop for TestDatabase {
                         .build()
                         .map_err(|err| err.to_string())?;
                     runtime.block_on(async {
-                        let mut admin = AsyncPgConnection::establish(&admin_url)
-                            .await
-                            .map_err(|err| err.to_string())?;
+                        let mut admin = connect(&admin_url).await.map_err(|err| err.to_string())?;
                         admin
                             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                             .await
@@ -114,6 +117,14 @@ impl Drop for TestDatabase {
             }
         }
     }
+}
+
+/// A connection to `url` the way the pool opens them (its `sslmode` honoured).
+async fn connect(url: &str) -> Result<AsyncPgConnection, DbError> {
+    PgTarget::parse(url)?
+        .connect()
+        .await
+        .map_err(|err| DbError::Unavailable(err.to_string()))
 }
 
 /// Runs each `$test(Backend)` twice, as `$test::sqlite` and `$test::postgres`, on a multi-thread

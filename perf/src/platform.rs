@@ -6,11 +6,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use learnhub::{CacheStore, PlatformConfig};
 use learnhub_db::{Db, profiler::QueryProfiler};
+use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, GetStatsRequest, ResetStatsRequest,
     cache_service_client::CacheServiceClient,
 };
-use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 
 pub use crate::results::StatementLine;
 
