@@ -2,8 +2,9 @@
 //!
 //! The gateway runs each authenticated request inside [`scope`] (the token's subject); every
 //! call made through a `client::connect` channel within it carries the subject in
-//! [`HEADER`]. A server takes the header only from the gateway (its mutual-TLS peer, or any
-//! caller in plaintext development mode), records it on the request's server span as
+//! [`HEADER`]. A server takes the header only from the gateway's certificate (never over
+//! plaintext, where anyone could send it: the gateway's own public port included), records it
+//! on the request's server span as
 //! `enduser.id`, so the service's logs and traces say for whom it worked, and leaves it in the
 //! request's extensions as [`EndUser`] for a handler that checks ownership.
 use std::{future::Future, sync::Arc};
@@ -48,9 +49,9 @@ pub(crate) fn inject(headers: &mut http::HeaderMap) {
 }
 
 /// The end user an incoming call names, when the caller may name one: the gateway over mutual
-/// TLS, or anyone on a plaintext server (`peer` is `None` there).
+/// TLS (`peer` is `None` on a plaintext server).
 pub(crate) fn of_request(headers: &http::HeaderMap, peer: Option<&Peer>) -> Option<EndUser> {
-    if peer.is_some_and(|peer| peer.service != Some(FORWARDED_BY)) {
+    if peer?.service != Some(FORWARDED_BY) {
         return None;
     }
     let value = headers.get(HEADER)?.to_str().ok()?;
@@ -92,8 +93,9 @@ mod tests {
         );
         assert_eq!(of_request(&headers, Some(&peer(Some("catalog-svc")))), None);
         assert_eq!(of_request(&headers, Some(&peer(None))), None);
-        // Plaintext development mode trusts every caller.
-        assert_eq!(of_request(&headers, None), Some(EndUser("7".into())));
-        assert_eq!(of_request(&http::HeaderMap::new(), None), None);
+        // Over plaintext anyone could send it, a public caller of the gateway included.
+        assert_eq!(of_request(&headers, None), None);
+        let gateway = peer(Some("gateway"));
+        assert_eq!(of_request(&http::HeaderMap::new(), Some(&gateway)), None);
     }
 }
