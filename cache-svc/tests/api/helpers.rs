@@ -245,7 +245,7 @@ impl RedisProcess {
     /// Starts redis-server and returns once it logs that it accepts connections; an error when it
     /// exits first (its port was taken).
     fn spawn(&mut self) -> Result<(), String> {
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -254,23 +254,7 @@ impl RedisProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut said = Vec::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-                Some(Ok(line)) => said.push(line),
-                Some(Err(_)) | None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(said.join("\n"));
-                }
-            }
-        }
-        // Keep draining its output so redis-server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
+        self.child = Some(wait_until_ready(child).map_err(|said| said.join("\n"))?);
         Ok(())
     }
 
@@ -313,7 +297,29 @@ impl Drop for RedisProcess {
     }
 }
 
-fn free_port() -> u16 {
+/// Waits until a redis-server started with its stdout piped logs that it accepts connections,
+/// then keeps draining its output so it never blocks on a full pipe. When it exits first (its
+/// port was taken, a bad flag), it is reaped and what it printed is the error.
+pub fn wait_until_ready(mut child: Child) -> Result<Child, Vec<String>> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut said = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("Ready to accept connections") => break,
+            Some(Ok(line)) => said.push(line),
+            Some(Err(_)) | None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(said);
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok(child)
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")

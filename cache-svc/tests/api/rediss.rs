@@ -1,7 +1,6 @@
 //! Redis over TLS (`rediss://`): a private redis-server listening only on a TLS port, with a
 //! certificate for `localhost` from a CA made for the test (so no system root trusts it).
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
 };
@@ -10,7 +9,7 @@ use bb8_redis::redis::{self, TlsCertificates};
 use cache_svc::Config;
 use learnhub_kit::tls::DevCa;
 
-use crate::helpers::{count_keys, spawn_app_with, test_config};
+use crate::helpers::{count_keys, free_port, spawn_app_with, test_config, wait_until_ready};
 
 /// redis-server with `--port 0` (no plaintext listener) and `--tls-port`, killed on drop.
 struct TlsRedis {
@@ -59,7 +58,7 @@ impl TlsRedis {
 
 /// Starts redis-server and returns once it accepts connections; its output when it exits first.
 fn spawn(dir: &std::path::Path, port: u16) -> Result<Child, Vec<String>> {
-    let mut child = Command::new("redis-server")
+    let child = Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string()])
         .args(["--bind", "127.0.0.1", "-::1"])
         .arg("--tls-cert-file")
@@ -80,23 +79,7 @@ fn spawn(dir: &std::path::Path, port: u16) -> Result<Child, Vec<String>> {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server runs");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut said = Vec::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-            Some(Ok(line)) => said.push(line),
-            Some(Err(_)) | None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(said);
-            }
-        }
-    }
-    // Keep draining its output so redis-server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(child)
+    wait_until_ready(child)
 }
 
 impl Drop for TlsRedis {
@@ -105,13 +88,6 @@ impl Drop for TlsRedis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
