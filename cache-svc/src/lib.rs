@@ -31,7 +31,7 @@ use learnhub_kit::{
     metrics::{self, MetricsListener},
     server::{ServeError, Transport},
     shutdown::CancellationToken,
-    tls::{CallerPolicy, MutualTls},
+    tls::CallerPolicy,
 };
 use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -66,7 +66,8 @@ pub struct Application {
     cache: Cache,
     limits: service::Limits,
     server_limits: ServerLimits,
-    tls: Option<Arc<MutualTls>>,
+    /// Mutual TLS under [`POLICY`], or plaintext.
+    transport: Transport,
 }
 
 /// Who may call what: reads, writes and invalidation for the gateway and the data services
@@ -134,7 +135,7 @@ impl Application {
                 max_value_bytes: config.max_value_bytes,
             },
             server_limits: config.server_limits.clone(),
-            tls,
+            transport: Transport::new(tls, POLICY),
         })
     }
 
@@ -160,14 +161,13 @@ impl Application {
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(max_request_bytes)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        let transport = Transport::new(self.tls, POLICY);
         let grpc = learnhub_kit::server::serve_with_limits(
             self.listener,
             Routes::new(server),
             &[SERVICE_NAME],
             shutdown.clone(),
             &self.server_limits,
-            &transport,
+            &self.transport,
         );
         let result = metrics::serve_beside(self.metrics, shutdown, grpc).await;
         self.cache.shutdown().await;

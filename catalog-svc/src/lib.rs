@@ -1,5 +1,5 @@
 //! catalog-svc: courses, categories, lessons and exercises behind `learnhub.catalog.v1`.
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
@@ -9,7 +9,7 @@ use learnhub_kit::{
     metrics::{self, MetricsListener},
     server::{self, ServeError, Transport},
     shutdown::CancellationToken,
-    tls::{CallerPolicy, MutualTls, TlsArgs, TlsError},
+    tls::{CallerPolicy, TlsArgs, TlsError},
 };
 use learnhub_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio::net::TcpListener;
@@ -93,7 +93,8 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     db: Db,
     cache: Option<CacheClient>,
-    tls: Option<Arc<MutualTls>>,
+    /// Mutual TLS under [`POLICY`], or plaintext.
+    transport: Transport,
     server_limits: ServerLimits,
 }
 
@@ -129,7 +130,7 @@ impl Application {
             metrics,
             db,
             cache,
-            tls,
+            transport: Transport::new(tls, POLICY),
             server_limits: config.server_limits.clone(),
         })
     }
@@ -160,14 +161,13 @@ impl Application {
         let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
         let routes =
             learnhub_db::profiled(tonic::service::Routes::new(CatalogServiceServer::new(api)));
-        let transport = Transport::new(self.tls, POLICY);
         let grpc = server::serve_with_limits(
             self.listener,
             routes,
             &[SERVICE_NAME],
             shutdown.clone(),
             &self.server_limits,
-            &transport,
+            &self.transport,
         );
         metrics::serve_beside(self.metrics, shutdown, grpc).await
     }

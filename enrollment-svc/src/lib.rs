@@ -1,7 +1,7 @@
 //! enrollment-svc: learners, enrollments, lesson progress and exercise submissions behind
 //! `learnhub.enrollment.v1`. Courses, lessons and exercises belong to catalog-svc, which this
 //! service asks over gRPC.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
@@ -12,7 +12,7 @@ use learnhub_kit::{
     metrics::{self, MetricsListener},
     server::{self, ServeError, Transport},
     shutdown::CancellationToken,
-    tls::{CallerPolicy, MutualTls, TlsArgs, TlsError},
+    tls::{CallerPolicy, TlsArgs, TlsError},
 };
 use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
 use tokio::net::TcpListener;
@@ -135,7 +135,8 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     learners: learners::Learners,
     max_submission_bytes: usize,
-    tls: Option<Arc<MutualTls>>,
+    /// Mutual TLS under [`POLICY`], or plaintext.
+    transport: Transport,
     server_limits: ServerLimits,
 }
 
@@ -182,7 +183,7 @@ impl Application {
             metrics,
             learners: learners::Learners::new(db, catalog, cache),
             max_submission_bytes: config.max_submission_bytes,
-            tls,
+            transport: Transport::new(tls, POLICY),
             server_limits: config.server_limits.clone(),
         })
     }
@@ -209,14 +210,13 @@ impl Application {
         let routes = learnhub_db::profiled(tonic::service::Routes::new(
             EnrollmentServiceServer::new(api),
         ));
-        let transport = Transport::new(self.tls, POLICY);
         let grpc = server::serve_with_limits(
             self.listener,
             routes,
             &[SERVICE_NAME],
             shutdown.clone(),
             &self.server_limits,
-            &transport,
+            &self.transport,
         );
         metrics::serve_beside(self.metrics, shutdown, grpc).await
     }

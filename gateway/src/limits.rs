@@ -27,6 +27,7 @@ use governor::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use ipnet::IpNet;
 use learnhub_kit::{
+    enduser,
     limits::{LogThrottle, ServerLimits},
     shutdown::CancellationToken,
 };
@@ -449,10 +450,9 @@ pub async fn enforce(
     let CallerKey::Subject(subject) = &caller else {
         return next.run(request).await;
     };
-    // Calls to the services made for this request name its caller (learnhub_kit::enduser).
-    let user = learnhub_kit::enduser::scope;
+    // Calls to the services made for this request name its caller.
     if !route.submission || limits.submissions.is_none() {
-        return user(subject.as_str(), next.run(request)).await;
+        return enduser::scope(subject.as_str(), next.run(request)).await;
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_SUBMISSION_BODY).await else {
@@ -464,7 +464,7 @@ pub async fn enforce(
     if let Err(refusal) = limits.charge_submission(subject, bytes.len()) {
         return refuse(&refusal, &caller, grpc);
     }
-    user(
+    enduser::scope(
         subject.as_str(),
         next.run(Request::from_parts(parts, Body::from(bytes))),
     )

@@ -162,20 +162,16 @@ pub fn connect(
         (None, Err(_)) => balanced(service, host, port, options.resolver.clone(), None),
         // Over TLS even one address goes through the balancer: it is what reconnects every
         // endpoint when the certificate changes.
-        (Some(tls), Ok(ip)) => {
-            let only = Resolver::fixed(HashMap::from([(
-                host.clone(),
-                vec![SocketAddr::new(ip, port)],
-            )]));
-            balanced(service, host, port, only, Some(tls.clone()))
+        (Some(tls), ip) => {
+            let resolver = match ip {
+                Ok(ip) => Resolver::fixed(HashMap::from([(
+                    host.clone(),
+                    vec![SocketAddr::new(ip, port)],
+                )])),
+                Err(_) => options.resolver.clone(),
+            };
+            balanced(service, host, port, resolver, Some(tls.clone()))
         }
-        (Some(tls), Err(_)) => balanced(
-            service,
-            host,
-            port,
-            options.resolver.clone(),
-            Some(tls.clone()),
-        ),
     };
     Ok(ServiceChannel {
         inner: channel,

@@ -406,18 +406,18 @@ impl Loaded {
 
 /// Whether `cert` (already verified against the CA) names `service`.
 fn valid_for(cert: &CertificateDer<'_>, service: &'static str) -> bool {
-    let Ok(name) = ServerName::try_from(service) else {
-        return false;
-    };
-    webpki::EndEntityCert::try_from(cert)
-        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+    webpki::EndEntityCert::try_from(cert).is_ok_and(|cert| names(&cert, service))
 }
 
-/// The service a verified peer certificate names, if any.
+fn names(cert: &webpki::EndEntityCert<'_>, service: &'static str) -> bool {
+    ServerName::try_from(service)
+        .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// The service a verified peer certificate names, if any (the certificate parsed once).
 fn service_of(cert: &CertificateDer<'_>) -> Option<&'static str> {
-    SERVICES
-        .into_iter()
-        .find(|service| valid_for(cert, service))
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    SERVICES.into_iter().find(|service| names(&cert, service))
 }
 
 /// Who is at the other end of an internal connection: in the extensions of every request that
