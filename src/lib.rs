@@ -9,6 +9,7 @@ use learnhub_db::{Db, DbArgs};
 use learnhub_kit::{
     client::ClientOptions,
     limits::ServerLimits,
+    memory::MemoryNetwork,
     server::{Running, ServeError},
     shutdown::CancellationToken,
     tls::{DevCa, TlsArgs},
@@ -112,6 +113,22 @@ impl fmt::Debug for UpstreamHook {
     }
 }
 
+/// How catalog-svc, enrollment-svc and cache-svc are reached inside the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InternalTransport {
+    /// Plaintext on loopback ports: tests and perf-report call the services directly.
+    #[default]
+    Plaintext,
+    /// Mutual TLS on loopback ports, with certificates of a CA made in memory at start: the
+    /// ports take only the platform's own certificates, each RPC only the services its policy
+    /// names (the production topology's security, in one process).
+    MutualTls,
+    /// No internal port at all: the services serve and call each other over the process's
+    /// in-memory network (`learnhub_kit::memory`), each connection knowing which service dialled
+    /// it, so the caller policies apply as over mutual TLS. The monolith's choice.
+    InMemory,
+}
+
 /// How to build the platform. [`PlatformConfig::new`] gives monolithic mode's settings.
 #[derive(Clone)]
 pub struct PlatformConfig {
@@ -139,12 +156,9 @@ pub struct PlatformConfig {
     pub service_metrics_listeners: bool,
     /// The gateway's per-caller rate limits and load limits (the flags' defaults unless set).
     pub gateway_limits: gateway::limits::LimitConfig,
-    /// The services call each other over mutual TLS, with certificates of a CA made in memory at
-    /// start: nothing outside the process can call catalog-svc, enrollment-svc or cache-svc
-    /// (their ports take only the platform's own certificates, each RPC only the services its
-    /// policy names). Off in [`PlatformConfig::new`]: tests and perf-report call the services
-    /// directly; the monolith turns it on.
-    pub internal_mtls: bool,
+    /// How the services reach each other. Plaintext ports in [`PlatformConfig::new`]: tests and
+    /// perf-report call the services directly; the monolith uses the in-memory network.
+    pub internal: InternalTransport,
 }
 
 impl PlatformConfig {
@@ -170,7 +184,7 @@ impl PlatformConfig {
             gateway_upstreams: None,
             service_metrics_listeners: false,
             gateway_limits: gateway::limits::LimitConfig::default(),
-            internal_mtls: false,
+            internal: InternalTransport::Plaintext,
         }
     }
 }
@@ -192,7 +206,7 @@ impl fmt::Debug for PlatformConfig {
             .field("gateway_upstreams", &self.gateway_upstreams)
             .field("service_metrics_listeners", &self.service_metrics_listeners)
             .field("gateway_limits", &self.gateway_limits)
-            .field("internal_mtls", &self.internal_mtls)
+            .field("internal", &self.internal)
             .finish()
     }
 }
@@ -254,19 +268,15 @@ struct Server {
 }
 
 impl Server {
-    /// Serves `run` on a task of its own, with a shutdown token of its own.
-    fn spawn<F>(
-        service: Service,
-        addr: SocketAddr,
-        run: impl FnOnce(CancellationToken) -> F,
-    ) -> Self
+    /// Serves `run` on a task of its own, with a shutdown token of its own; `url` is where.
+    fn spawn<F>(service: Service, url: String, run: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: Future<Output = Result<(), ServeError>> + Send + 'static,
     {
         let stop = CancellationToken::new();
         Self {
             service,
-            running: Running::spawn(addr, stop.clone(), run(stop)),
+            running: Running::spawn(url, stop.clone(), run(stop)),
         }
     }
 }
@@ -275,16 +285,17 @@ impl Server {
 /// asks every server to stop; [`Platform::stop`] also waits for them to drain.
 pub struct Platform {
     gateway_addr: SocketAddr,
-    catalog_addr: SocketAddr,
-    enrollment_addr: SocketAddr,
+    /// The services' TCP addresses; `None` on the in-memory network.
+    catalog_addr: Option<SocketAddr>,
+    enrollment_addr: Option<SocketAddr>,
     cache_addr: Option<SocketAddr>,
     /// The services' own `/metrics` listeners, when [`PlatformConfig::service_metrics_listeners`].
     metrics_addrs: Vec<(Service, SocketAddr)>,
     catalog_db: Db,
     enrollment_db: Db,
     demo_seed: DemoSeed,
-    /// The CA of the services' certificates, with [`PlatformConfig::internal_mtls`].
-    tls: InternalTls,
+    /// The CA of the services' certificates, or their in-memory network.
+    tls: Internal,
     /// Front to back: the gateway stops taking calls before the services behind it go.
     servers: Vec<Server>,
 }
@@ -293,7 +304,7 @@ impl Platform {
     /// Builds every service (each binds its listener), serves them, then seeds the demo data
     /// asked for. Nothing is served unless every service could be built.
     pub async fn start(config: &PlatformConfig) -> Result<Self, PlatformError> {
-        let tls = InternalTls::new(config.internal_mtls)?;
+        let tls = Internal::new(config.internal)?;
         let cache = match cache_config(config, tls.args(Service::Cache)?) {
             Some(cache_config) => Some(
                 cache_svc::Application::build(&cache_config)
@@ -302,8 +313,11 @@ impl Platform {
             ),
             None => None,
         };
-        let cache_addr = cache.as_ref().map(cache_svc::Application::local_addr);
-        let cache_url = cache_addr.map(|addr| format!("http://{addr}"));
+        let cache_url = cache.as_ref().map(cache_svc::Application::url);
+        let cache_addr = cache
+            .as_ref()
+            .map(cache_svc::Application::local_addr)
+            .filter(|_| !tls.in_memory());
 
         let catalog = catalog_svc::Application::build(&catalog_config(
             config,
@@ -312,8 +326,8 @@ impl Platform {
         ))
         .await
         .map_err(start_error(Service::Catalog))?;
-        let catalog_addr = catalog.local_addr();
-        let catalog_url = format!("http://{catalog_addr}");
+        let catalog_addr = Some(catalog.local_addr()).filter(|_| !tls.in_memory());
+        let catalog_url = catalog.url();
 
         let enrollment = enrollment_svc::Application::build(&enrollment_config(
             config,
@@ -323,11 +337,12 @@ impl Platform {
         ))
         .await
         .map_err(start_error(Service::Enrollment))?;
-        let enrollment_addr = enrollment.local_addr();
+        let enrollment_addr = Some(enrollment.local_addr()).filter(|_| !tls.in_memory());
+        let enrollment_url = enrollment.url();
 
         let mut upstreams = GatewayUpstreams {
             catalog: catalog_url.clone(),
-            enrollment: format!("http://{enrollment_addr}"),
+            enrollment: enrollment_url.clone(),
         };
         if let Some(UpstreamHook(route)) = &config.gateway_upstreams {
             upstreams = route(upstreams).await;
@@ -360,18 +375,18 @@ impl Platform {
         let catalog_db = catalog.db().clone();
         let enrollment_db = enrollment.db().clone();
         let mut servers = vec![
-            Server::spawn(Service::Gateway, gateway_addr, |stop| {
+            Server::spawn(Service::Gateway, format!("http://{gateway_addr}"), |stop| {
                 gateway.run_until_stopped(stop)
             }),
-            Server::spawn(Service::Enrollment, enrollment_addr, |stop| {
+            Server::spawn(Service::Enrollment, enrollment_url, |stop| {
                 enrollment.run_until_stopped(stop)
             }),
-            Server::spawn(Service::Catalog, catalog_addr, |stop| {
+            Server::spawn(Service::Catalog, catalog_url.clone(), |stop| {
                 catalog.run_until_stopped(stop)
             }),
         ];
         if let Some(cache) = cache {
-            servers.push(Server::spawn(Service::Cache, cache.local_addr(), |stop| {
+            servers.push(Server::spawn(Service::Cache, cache.url(), |stop| {
                 cache.run_until_stopped(stop)
             }));
         }
@@ -406,11 +421,10 @@ impl Platform {
         service: Service,
     ) -> Result<Option<std::sync::Arc<learnhub_kit::tls::MutualTls>>, learnhub_kit::tls::TlsError>
     {
-        self.tls
-            .0
-            .as_ref()
-            .map(|ca| ca.identity(service.name()))
-            .transpose()
+        match &self.tls {
+            Internal::MutualTls(ca) => ca.identity(service.name()).map(Some),
+            Internal::Plaintext | Internal::InMemory(_) => Ok(None),
+        }
     }
 
     /// Demo learners need the catalog serving: enrollment-svc reads courses and lessons from it
@@ -438,7 +452,9 @@ impl Platform {
                 .map_err(seed_error("demo learners"))?;
             let catalog = enrollment_svc::catalog_client::CatalogClient::connect(
                 catalog_url,
-                &ClientOptions::new(SEED_CATALOG_TIMEOUT).with_tls(tls),
+                &ClientOptions::new(SEED_CATALOG_TIMEOUT)
+                    .with_tls(tls)
+                    .with_memory(seeder.memory.clone()),
             )
             .map_err(seed_error("demo learners"))?;
             seeded.learners = enrollment_svc::seed::demo(&self.enrollment_db, &catalog)
@@ -460,15 +476,17 @@ impl Platform {
         format!("http://{}", self.gateway_addr)
     }
 
-    pub fn catalog_addr(&self) -> SocketAddr {
+    /// catalog-svc's TCP address; `None` on the in-memory network.
+    pub fn catalog_addr(&self) -> Option<SocketAddr> {
         self.catalog_addr
     }
 
-    pub fn enrollment_addr(&self) -> SocketAddr {
+    /// enrollment-svc's TCP address; `None` on the in-memory network.
+    pub fn enrollment_addr(&self) -> Option<SocketAddr> {
         self.enrollment_addr
     }
 
-    /// cache-svc's address; `None` with [`CacheStore::Off`].
+    /// cache-svc's TCP address; `None` with [`CacheStore::Off`] or on the in-memory network.
     pub fn cache_addr(&self) -> Option<SocketAddr> {
         self.cache_addr
     }
@@ -604,27 +622,39 @@ fn service_metrics_addr(config: &PlatformConfig) -> String {
     }
 }
 
-/// The services' `tls` settings: identities under a CA made at start, or plaintext.
-struct InternalTls(Option<DevCa>);
+/// The services' `tls` settings for each [`InternalTransport`].
+enum Internal {
+    Plaintext,
+    /// Identities under a CA made at start.
+    MutualTls(DevCa),
+    InMemory(MemoryNetwork),
+}
 
-impl InternalTls {
-    fn new(enabled: bool) -> Result<Self, PlatformError> {
-        if !enabled {
-            return Ok(Self(None));
-        }
-        DevCa::new()
-            .map(|ca| Self(Some(ca)))
-            .map_err(start_error(Service::Gateway))
+impl Internal {
+    fn new(transport: InternalTransport) -> Result<Self, PlatformError> {
+        Ok(match transport {
+            InternalTransport::Plaintext => Self::Plaintext,
+            InternalTransport::MutualTls => {
+                Self::MutualTls(DevCa::new().map_err(start_error(Service::Gateway))?)
+            }
+            InternalTransport::InMemory => Self::InMemory(MemoryNetwork::new()),
+        })
     }
 
-    /// `service`'s settings: a certificate of its own under the CA, or plaintext.
+    fn in_memory(&self) -> bool {
+        matches!(self, Self::InMemory(_))
+    }
+
+    /// `service`'s settings: plaintext, a certificate of its own under the CA, or its place on
+    /// the in-memory network.
     fn args(&self, service: Service) -> Result<TlsArgs, PlatformError> {
-        match &self.0 {
-            None => Ok(TlsArgs::plaintext()),
-            Some(ca) => ca
+        match self {
+            Self::Plaintext => Ok(TlsArgs::plaintext()),
+            Self::MutualTls(ca) => ca
                 .identity(service.name())
-                .map(TlsArgs::in_memory)
+                .map(TlsArgs::with_identity)
                 .map_err(start_error(service)),
+            Self::InMemory(network) => Ok(TlsArgs::on_memory(network.endpoint(service.name()))),
         }
     }
 }
@@ -745,11 +775,9 @@ mod tests {
     }
 
     fn addrs(platform: &Platform) -> Vec<SocketAddr> {
-        let mut addrs = vec![
-            platform.gateway_addr(),
-            platform.catalog_addr(),
-            platform.enrollment_addr(),
-        ];
+        let mut addrs = vec![platform.gateway_addr()];
+        addrs.extend(platform.catalog_addr());
+        addrs.extend(platform.enrollment_addr());
         addrs.extend(platform.cache_addr());
         addrs
     }
@@ -759,18 +787,101 @@ mod tests {
     /// seeding), and the services' ports refuse a caller without the platform's certificate.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_internal_mtls_every_hop_works_and_strangers_are_refused() {
+        let (platform, _databases) = every_hop_works(InternalTransport::MutualTls).await;
+        end_users_act_only_for_themselves(&platform).await;
+        for addr in addrs(&platform).into_iter().skip(1) {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            let answered = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            assert!(answered.is_err(), "{addr} answered a plaintext caller");
+        }
+        platform.stop().await.unwrap();
+    }
+
+    /// On the in-memory network every hop works as over mutual TLS (the caller policies and the
+    /// end user's forwarding included) and the internal services have no port at all: the only
+    /// listening socket the platform opened is the gateway's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_every_hop_works_and_only_the_gateway_listens() {
+        let (platform, _databases) = every_hop_works(InternalTransport::InMemory).await;
+        assert_eq!(platform.catalog_addr(), None);
+        assert_eq!(platform.enrollment_addr(), None);
+        assert_eq!(platform.cache_addr(), None);
+        assert_eq!(addrs(&platform), vec![platform.gateway_addr()]);
+        platform.stop().await.unwrap();
+    }
+
+    /// Behind the gateway's own checks, enrollment-svc checks the end user the gateway forwards:
+    /// a learner reads its own submissions and enrollments only, an admin anyone's.
+    async fn end_users_act_only_for_themselves(platform: &Platform) {
+        use learnhub_kit::enduser::{self, EndUser};
+        use learnhub_proto::enrollment::v1::{
+            ListEnrollmentsRequest, ListSubmissionsRequest,
+            enrollment_service_client::EnrollmentServiceClient,
+        };
+        let options = ClientOptions::new(Duration::from_secs(5))
+            .with_tls(platform.identity(Service::Gateway).unwrap());
+        let addr = platform.enrollment_addr().expect("a TCP port");
+        let channel = learnhub_kit::client::connect(
+            "enrollment-svc",
+            "--enrollment-addr",
+            &addr.to_string(),
+            &options,
+        )
+        .unwrap();
+        let client = EnrollmentServiceClient::new(channel);
+        let submissions = |user: EndUser, user_id: i64| {
+            let mut client = client.clone();
+            enduser::scope(user, async move {
+                client
+                    .list_submissions(ListSubmissionsRequest {
+                        user_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.code())
+            })
+        };
+        assert_eq!(submissions(EndUser::learner("1"), 1).await, Ok(()));
+        assert_eq!(
+            submissions(EndUser::learner("2"), 1).await,
+            Err(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(submissions(EndUser::admin("9"), 1).await, Ok(()));
+        let mut enrollments = client.clone();
+        let denied = enduser::scope(EndUser::learner("2"), async move {
+            enrollments
+                .list_enrollments(ListEnrollmentsRequest {
+                    user_id: 1,
+                    ..Default::default()
+                })
+                .await
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("end user 2"), "{denied:?}");
+    }
+
+    /// A platform over `internal` with demo learners, after one call of each kind through the
+    /// gateway.
+    async fn every_hop_works(internal: InternalTransport) -> (Platform, [TestDatabase; 2]) {
         const SECRET: &str = "internal-mtls-test-secret-of-at-least-32-bytes";
         let databases = [
             TestDatabase::create(Backend::Sqlite).await,
             TestDatabase::create(Backend::Sqlite).await,
         ];
         let mut config = PlatformConfig::new(databases[0].url(), databases[1].url(), SECRET);
-        config.internal_mtls = true;
+        config.internal = internal;
         config.demo_data = DemoData::CatalogAndLearners;
         let platform = Platform::start(&config).await.unwrap();
         assert!(
             platform.demo_seed().learners.is_some(),
-            "learners seeded over mTLS"
+            "learners seeded over {internal:?}"
         );
         let http = reqwest::Client::new();
         let url = platform.gateway_url();
@@ -835,17 +946,7 @@ mod tests {
             .unwrap()
             .error_for_status()
             .unwrap();
-
-        for addr in addrs(&platform).into_iter().skip(1) {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_lazy();
-            let answered = tonic_health::pb::health_client::HealthClient::new(channel)
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await;
-            assert!(answered.is_err(), "{addr} answered a plaintext caller");
-        }
-        platform.stop().await.unwrap();
+        (platform, databases)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -873,7 +974,7 @@ mod tests {
         let (mut platform, _databases) = platform().await;
         let cache = server(&mut platform, Service::Cache);
         cache.running.shutdown.cancel();
-        let addr = cache.running.addr;
+        let addr = cache.running.addr.clone();
         // Stand-in for a cache-svc whose task panics while serving.
         let replaced = std::mem::replace(
             &mut cache.running,

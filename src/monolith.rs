@@ -12,7 +12,7 @@ use gateway::auth::MIN_SECRET_BYTES;
 use learnhub_kit::{shutdown, telemetry};
 
 use crate::{
-    CacheStore, DemoData, Platform, PlatformConfig,
+    CacheStore, DemoData, InternalTransport, Platform, PlatformConfig,
     cli::{DEFAULT_DATA_DIR, ServeArgs},
 };
 
@@ -43,9 +43,10 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         None => CacheStore::InProcess,
     };
     config.demo_data = DemoData::CatalogAndLearners;
-    // The services' ports are on loopback, but any local user could call them: only the
-    // process's own certificates get through.
-    config.internal_mtls = true;
+    // No internal port at all: catalog-svc, enrollment-svc and cache-svc are reachable only from
+    // inside this process, over its in-memory network (any local user could call a loopback
+    // port).
+    config.internal = InternalTransport::InMemory;
     let stop = shutdown::on_signal();
     let platform = Platform::start(&config).await?;
     print_banner(&platform, args);
@@ -199,10 +200,6 @@ fn print_banner(platform: &Platform, args: &ServeArgs) {
         Some(_) => "Redis",
         None => "in-process store",
     };
-    let cache = platform
-        .cache_addr()
-        .map(|addr| addr.to_string())
-        .unwrap_or_default();
     // `token` must find the same secret: the same data dir, or the same AUTH_JWT_SECRET.
     let token = match args.data_dir.as_path() {
         dir if dir == Path::new(DEFAULT_DATA_DIR) => "token".to_owned(),
@@ -215,9 +212,7 @@ fn print_banner(platform: &Platform, args: &ServeArgs) {
     println!(
         "\nlearnhub is running (monolithic mode: SQLite in {data}/, cache: {store})\n\
          \n  gateway         http://localhost:{port}   gRPC + gRPC-Web + REST\
-         \n  catalog-svc     {catalog}   mutual TLS: the platform's own services only\
-         \n  enrollment-svc  {enrollment}\
-         \n  cache-svc       {cache}\
+         \n  catalog-svc, enrollment-svc, cache-svc: in this process, no port of their own\
          \n  token secret    {secret}\n\
          \nTry:\
          \n  curl -s 'http://localhost:{port}/v1/catalog?type=python&page_size=3'\
@@ -233,8 +228,6 @@ fn print_banner(platform: &Platform, args: &ServeArgs) {
          \n  curl -s -H \"Authorization: Bearer $LEARNER\" 'http://localhost:{port}/v1/catalog?page_size=5'\
          \n\nCtrl-C stops it.\n",
         data = args.data_dir.display(),
-        catalog = platform.catalog_addr(),
-        enrollment = platform.enrollment_addr(),
     );
 }
 

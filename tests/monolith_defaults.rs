@@ -86,6 +86,43 @@ fn start(data_dir: &Path) -> Running {
     running
 }
 
+/// The TCP ports process `pid` listens on (Linux: its socket inodes in /proc/PID/fd, matched
+/// against the LISTEN rows of /proc/PID/net/tcp and tcp6).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut ports: Vec<u16> = ["tcp", "tcp6"]
+        .iter()
+        .flat_map(|table| {
+            let rows = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            rows.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            let listening = *state == "0A" && inodes.iter().any(|own| own == inode);
+            let port = local.rsplit_once(':')?.1;
+            listening
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// The HTTP status of `GET path` on the running gateway with `token`.
 fn get_status(port: u16, path: &str, token: &str) -> u16 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -136,6 +173,8 @@ fn the_first_start_creates_an_owner_only_secret_that_token_and_later_starts_reus
     );
 
     let running = start(&data_dir);
+    // The internal services talk in memory: the gateway's port is the process's only one.
+    assert_eq!(listening_ports(running.child.id()), vec![running.port]);
     let mode = fs::metadata(&secret_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let secret = fs::read_to_string(&secret_file).unwrap().trim().to_owned();

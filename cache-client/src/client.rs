@@ -120,6 +120,7 @@ impl CacheClient {
             timeout: options.call_timeout.max(options.invalidate_timeout),
             resolver: resolver.clone(),
             tls: options.tls.clone(),
+            memory: options.memory.clone(),
         };
         let channel = client::connect("cache-svc", "--cache-addr", addr, &channel_options)
             .map_err(|err| CacheError::InvalidAddress {

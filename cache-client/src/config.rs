@@ -1,7 +1,7 @@
 //! Client settings: who is calling, per-call bounds and the circuit breaker.
 use std::{sync::Arc, time::Duration};
 
-use learnhub_kit::tls::MutualTls;
+use learnhub_kit::{memory::MemoryEndpoint, tls::MutualTls};
 
 /// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct CacheClientOptions {
     pub breaker_cooldown: Duration,
     /// The caller's identity: calls go over mutual TLS. `None`: plaintext.
     pub tls: Option<Arc<MutualTls>>,
+    /// The caller on the process's in-memory network, for a `memory://cache-svc` address.
+    pub memory: Option<MemoryEndpoint>,
 }
 
 impl Default for CacheClientOptions {
@@ -28,6 +30,7 @@ impl Default for CacheClientOptions {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
             tls: None,
+            memory: None,
         }
     }
 }

@@ -29,12 +29,11 @@ use std::{net::SocketAddr, sync::Arc};
 use learnhub_kit::{
     limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::{ServeError, Transport},
+    server::{Listener, ServeError, Transport},
     shutdown::CancellationToken,
     tls::CallerPolicy,
 };
 use learnhub_proto::cache::v1::cache_service_server::{CacheServiceServer, SERVICE_NAME};
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 pub(crate) mod bench;
@@ -60,7 +59,7 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// A bound, connected cache-svc, ready to serve.
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     addr: SocketAddr,
     metrics: Option<MetricsListener>,
     cache: Cache,
@@ -108,13 +107,11 @@ impl Application {
         }
         let tls = config.tls.load("cache-svc")?;
         metrics::install("cache-svc", env!("CARGO_PKG_VERSION"));
-        let listener = learnhub_kit::server::bind(&config.listen).await?;
-        let addr = listener.local_addr().map_err(|source| {
-            Error::Serve(ServeError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })
-        })?;
+        let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         let cache = Cache::start(
             cache::CacheOptions {
@@ -135,12 +132,18 @@ impl Application {
                 max_value_bytes: config.max_value_bytes,
             },
             server_limits: config.server_limits.clone(),
-            transport: Transport::new(tls, POLICY),
+            transport,
         })
     }
 
+    /// The TCP address it listens on (`0.0.0.0:0` on the in-memory network: see [`Self::url`]).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where a client calls it: `http://ip:port`, or `memory://cache-svc` in the monolith.
+    pub fn url(&self) -> String {
+        self.listener.url()
     }
 
     /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.

@@ -7,12 +7,11 @@ use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
 use learnhub_kit::{
     limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::{self, ServeError, Transport},
+    server::{self, Listener, ServeError, Transport},
     shutdown::CancellationToken,
     tls::{CallerPolicy, TlsArgs, TlsError},
 };
 use learnhub_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
-use tokio::net::TcpListener;
 
 mod cache;
 mod catalog;
@@ -89,7 +88,7 @@ pub enum StartError {
 
 /// A catalog-svc bound to its address, ready to serve.
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     metrics: Option<MetricsListener>,
     db: Db,
     cache: Option<CacheClient>,
@@ -118,27 +117,35 @@ impl Application {
                     CacheClientOptions {
                         caller: "catalog-svc",
                         tls: tls.clone(),
+                        memory: config.tls.memory.clone(),
                         ..CacheClientOptions::default()
                     },
                 )
             })
             .transpose()?;
-        let listener = server::bind(&config.listen).await?;
+        let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
+        let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         Ok(Self {
             listener,
             metrics,
             db,
             cache,
-            transport: Transport::new(tls, POLICY),
+            transport,
             server_limits: config.server_limits.clone(),
         })
     }
 
+    /// The TCP address it listens on (`0.0.0.0:0` on the in-memory network: see [`Self::url`]).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where a client calls it: `http://ip:port`, or `memory://catalog-svc` in the monolith.
+    pub fn url(&self) -> String {
+        self.listener.url()
     }
 
     /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.

@@ -250,13 +250,19 @@ impl Learners {
     /// Records one lesson as completed (or not), idempotently; completing the last lesson
     /// completes the enrollment in the same transaction. The lesson must be one of the
     /// enrollment's course (asked of catalog-svc before the transaction opens).
-    pub async fn record_progress(&self, update: ProgressUpdate) -> Result<pb::Progress> {
+    /// `allowed` sees the enrollment first (an ownership check, with no statement of its own).
+    pub async fn record_progress(
+        &self,
+        update: ProgressUpdate,
+        allowed: impl FnOnce(&Enrollment) -> Result<()>,
+    ) -> Result<pb::Progress> {
         let ProgressUpdate {
             enrollment_id,
             lesson_id,
             completed,
         } = update;
         let enrollment = self.enrollment(enrollment_id).await?;
+        allowed(&enrollment)?;
         refuse_dropped(&enrollment)?;
         let course = self.enrolled_course(&enrollment).await?;
         if !course.lesson_ids.contains(&lesson_id) {
@@ -299,8 +305,14 @@ impl Learners {
 
     /// Two statements (the enrollment, its progress rows) and one catalog call for the course's
     /// lessons; the enrollment read gives the owner, which keys the cache.
-    pub async fn progress(&self, enrollment_id: i64) -> Result<pb::Progress> {
+    /// `allowed` sees the enrollment first (an ownership check, with no statement of its own).
+    pub async fn progress(
+        &self,
+        enrollment_id: i64,
+        allowed: impl FnOnce(&Enrollment) -> Result<()>,
+    ) -> Result<pb::Progress> {
         let enrollment = self.enrollment(enrollment_id).await?;
+        allowed(&enrollment)?;
         let key = cache::progress_key(enrollment.user_id, enrollment.id);
         self.cache
             .get_or_load(&key, async {

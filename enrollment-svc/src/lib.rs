@@ -10,12 +10,11 @@ use learnhub_kit::{
     client::{self, ClientOptions, Resolver},
     limits::ServerLimits,
     metrics::{self, MetricsListener},
-    server::{self, ServeError, Transport},
+    server::{self, Listener, ServeError, Transport},
     shutdown::CancellationToken,
     tls::{CallerPolicy, TlsArgs, TlsError},
 };
 use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
-use tokio::net::TcpListener;
 
 mod analytics;
 mod cache;
@@ -131,7 +130,7 @@ pub enum StartError {
 
 /// An enrollment-svc bound to its address, ready to serve.
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     metrics: Option<MetricsListener>,
     learners: learners::Learners,
     max_submission_bytes: usize,
@@ -160,6 +159,7 @@ impl Application {
                 timeout: config.catalog_timeout(),
                 resolver: config.resolver.clone(),
                 tls: tls.clone(),
+                memory: config.tls.memory.clone(),
             },
         )?;
         let cache_client = client::configured(config.cache_addr.as_deref())
@@ -169,6 +169,7 @@ impl Application {
                     CacheClientOptions {
                         caller: "enrollment-svc",
                         tls: tls.clone(),
+                        memory: config.tls.memory.clone(),
                         ..CacheClientOptions::default()
                     },
                     &config.resolver,
@@ -176,22 +177,29 @@ impl Application {
             })
             .transpose()?;
         let cache = cache::LearnerCache::new(cache_client);
-        let listener = server::bind(&config.listen).await?;
+        let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
+        let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         Ok(Self {
             listener,
             metrics,
             learners: learners::Learners::new(db, catalog, cache),
             max_submission_bytes: config.max_submission_bytes,
-            transport: Transport::new(tls, POLICY),
+            transport,
             server_limits: config.server_limits.clone(),
         })
     }
 
+    /// The TCP address it listens on (`0.0.0.0:0` on the in-memory network: see [`Self::url`]).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where a client calls it: `http://ip:port`, or `memory://enrollment-svc` in the monolith.
+    pub fn url(&self) -> String {
+        self.listener.url()
     }
 
     /// Where `GET /metrics` is served; `None` when METRICS_ADDR is empty.

@@ -111,7 +111,8 @@ impl Application {
             config.enrollment_addr.as_deref(),
             config.cache_addr.as_deref(),
             &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms))
-                .with_tls(config.tls.load("gateway")?),
+                .with_tls(config.tls.load("gateway")?)
+                .with_memory(config.tls.memory.clone()),
         )?;
         let tokens = token_verifier(config)?;
         let rate_limits = Arc::new(limits::RateLimits::new(&config.limits, tokens.clone()));

@@ -27,14 +27,17 @@ use governor::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use ipnet::IpNet;
 use learnhub_kit::{
-    enduser,
+    enduser::{self, EndUser},
     limits::{LogThrottle, ServerLimits},
     shutdown::CancellationToken,
 };
 use tokio::sync::Semaphore;
 use tonic::transport::server::TcpConnectInfo;
 
-use crate::{auth::TokenVerifier, error::ErrorBody};
+use crate::{
+    auth::{Role, TokenVerifier},
+    error::ErrorBody,
+};
 
 /// The gateway's rate limits and load limits; every flag also reads its environment variable.
 /// A rate of `0` turns that limit off.
@@ -369,14 +372,29 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// The caller a request counts as: the subject of a valid token, else the client address.
     /// An absent, invalid or doubled token counts by address; the handler refuses it anyway.
     pub fn caller(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> CallerKey {
+        self.caller_and_user(headers, peer).0
+    }
+
+    /// [`RateLimits::caller`], and the end user the services are told about (a valid token's
+    /// subject and whether it is an admin).
+    fn caller_and_user(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> (CallerKey, Option<EndUser>) {
         let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
         if let (Some(value), None) = (authorization.next(), authorization.next())
             && let Ok(Some(caller)) = self.tokens.authenticate(Some(value.as_bytes()))
         {
-            return CallerKey::Subject(caller.subject);
+            let user = match caller.role {
+                Role::Admin => EndUser::admin(caller.subject.as_str()),
+                Role::Learner => EndUser::learner(caller.subject.as_str()),
+            };
+            return (CallerKey::Subject(caller.subject), Some(user));
         }
         let peer = peer.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-        CallerKey::address(client_address(peer, headers, &self.trusted_proxies))
+        let key = CallerKey::address(client_address(peer, headers, &self.trusted_proxies));
+        (key, None)
     }
 }
 
@@ -442,17 +460,17 @@ pub async fn enforce(
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
         .map(|addr| addr.ip());
-    let caller = limits.caller(request.headers(), peer);
+    let (caller, user) = limits.caller_and_user(request.headers(), peer);
     if let Err(refusal) = limits.check(class, &caller) {
         limits.delay_refusal().await;
         return refuse(&refusal, &caller, grpc);
     }
-    let CallerKey::Subject(subject) = &caller else {
+    let (CallerKey::Subject(subject), Some(user)) = (&caller, user) else {
         return next.run(request).await;
     };
     // Calls to the services made for this request name its caller.
     if !route.submission || limits.submissions.is_none() {
-        return enduser::scope(subject.as_str(), next.run(request)).await;
+        return enduser::scope(user, next.run(request)).await;
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_SUBMISSION_BODY).await else {
@@ -465,7 +483,7 @@ pub async fn enforce(
         return refuse(&refusal, &caller, grpc);
     }
     enduser::scope(
-        subject.as_str(),
+        user,
         next.run(Request::from_parts(parts, Body::from(bytes))),
     )
     .await

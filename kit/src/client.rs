@@ -14,6 +14,9 @@
 //! - **mutual TLS** when the service has a certificate ([`ClientOptions::tls`]): the callee must
 //!   show a certificate valid for its name, and this service shows its own; after a certificate
 //!   rotation every endpoint reconnects with the new one;
+//! - **the monolith's in-memory network** for `memory://<service>` addresses
+//!   ([`ClientOptions::memory`], [`crate::memory`]): no port, no TLS, the callee learns who
+//!   dialled;
 //! - **a deadline per call**: every call carries `grpc-timeout` (the caller's own, when it set a
 //!   shorter one) and is abandoned with `DEADLINE_EXCEEDED` when it passes, even while the
 //!   channel is still connecting or has no endpoint at all.
@@ -35,10 +38,12 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::{
+    memory::MemoryEndpoint,
     rpc_call::{ObservedBody, RpcCall, Side, code_of_error},
     tls::MutualTls,
 };
 
+const MEMORY_PREFIX: &str = "memory://";
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,6 +101,9 @@ pub struct ClientOptions {
     /// This service's identity: every call goes over mutual TLS. `None`: plaintext (asked for
     /// with `--insecure-plaintext`).
     pub tls: Option<Arc<MutualTls>>,
+    /// This service on the process's in-memory network: `memory://<service>` addresses are
+    /// dialled there, as this service (the monolith).
+    pub memory: Option<MemoryEndpoint>,
 }
 
 impl ClientOptions {
@@ -105,12 +113,18 @@ impl ClientOptions {
             timeout,
             resolver: Resolver::default(),
             tls: None,
+            memory: None,
         }
     }
 
     /// These options, calling over mutual TLS with `tls` when it is set.
     pub fn with_tls(self, tls: Option<Arc<MutualTls>>) -> Self {
         Self { tls, ..self }
+    }
+
+    /// These options, dialling `memory://` addresses on `memory`'s network when it is set.
+    pub fn with_memory(self, memory: Option<MemoryEndpoint>) -> Self {
+        Self { memory, ..self }
     }
 }
 
@@ -120,8 +134,9 @@ pub fn configured(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|value| !value.is_empty())
 }
 
-/// A channel to the service at `addr` (`http://host:port`, or a bare `host:port`) that connects
-/// lazily, so a service starts before its dependencies. An IP literal gets one endpoint; a host
+/// A channel to the service at `addr` (`http://host:port`, a bare `host:port`, or
+/// `memory://name` on [`ClientOptions::memory`]'s network) that connects lazily, so a service
+/// starts before its dependencies. An IP literal gets one endpoint; a host
 /// name is resolved every few seconds and balanced over all its addresses. `service` names the
 /// callee in errors and logs (`catalog-svc`); `flag` names the setting in errors
 /// (`--catalog-addr`). Call inside a tokio runtime.
@@ -133,6 +148,21 @@ pub fn connect(
 ) -> Result<ServiceChannel, BadAddress> {
     let bad = |reason: String| BadAddress { flag, reason };
     let addr = addr.trim();
+    if let Some(callee) = addr.strip_prefix(MEMORY_PREFIX) {
+        let Some(memory) = &options.memory else {
+            return Err(bad(format!(
+                "{addr:?} is an in-memory address: only services of the same process reach it"
+            )));
+        };
+        let channel = endpoint(&format!("http://{callee}"))
+            .map_err(|err| bad(format!("{addr:?} is not an address: {err}")))?
+            .connect_with_connector_lazy(memory.connector(callee));
+        return Ok(ServiceChannel {
+            inner: channel,
+            service,
+            timeout: options.timeout,
+        });
+    }
     let with_scheme = if addr.contains("://") {
         addr.to_owned()
     } else {

@@ -6,7 +6,9 @@
 //! plaintext, where anyone could send it: the gateway's own public port included), records it
 //! on the request's server span as
 //! `enduser.id`, so the service's logs and traces say for whom it worked, and leaves it in the
-//! request's extensions as [`EndUser`] for a handler that checks ownership.
+//! request's extensions as [`EndUser`] for a handler that checks ownership: the value is the
+//! subject, followed by `;admin` when the token's role is admin (a learner may act only on its
+//! own data; an admin on anyone's).
 use std::{future::Future, sync::Arc};
 
 use http::HeaderValue;
@@ -19,31 +21,68 @@ pub const HEADER: &str = "x-learnhub-end-user";
 /// The service whose word about the end user is taken.
 const FORWARDED_BY: &str = "gateway";
 
+/// What follows the id in [`HEADER`] for an admin.
+const ADMIN_SUFFIX: &str = ";admin";
+
 tokio::task_local! {
-    static END_USER: Arc<str>;
+    static END_USER: EndUser;
 }
 
 /// The end user a server's request was made for, as the gateway forwarded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndUser(pub Arc<str>);
+pub struct EndUser {
+    /// The token's subject.
+    pub id: Arc<str>,
+    /// The token's role is admin.
+    pub admin: bool,
+}
 
-/// Runs `work` on behalf of `user`: calls to other services made within it carry the id.
-pub async fn scope<F: Future>(user: impl Into<Arc<str>>, work: F) -> F::Output {
-    END_USER.scope(user.into(), work).await
+impl EndUser {
+    pub fn learner(id: impl Into<Arc<str>>) -> Self {
+        Self {
+            id: id.into(),
+            admin: false,
+        }
+    }
+
+    pub fn admin(id: impl Into<Arc<str>>) -> Self {
+        Self {
+            id: id.into(),
+            admin: true,
+        }
+    }
+
+    /// Whether this user may act on the learner data of `user_id`: its own, or anyone's for an
+    /// admin.
+    pub fn may_act_for(&self, user_id: i64) -> bool {
+        self.admin || self.id.parse::<i64>().is_ok_and(|id| id == user_id)
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        let value = if self.admin {
+            format!("{}{ADMIN_SUFFIX}", self.id)
+        } else {
+            self.id.to_string()
+        };
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// Runs `work` on behalf of `user`: calls to other services made within it carry it.
+pub async fn scope<F: Future>(user: EndUser, work: F) -> F::Output {
+    END_USER.scope(user, work).await
 }
 
 /// The end user of the work in progress, if it runs inside [`scope`].
-pub fn current() -> Option<Arc<str>> {
-    END_USER.try_with(Arc::clone).ok()
+pub fn current() -> Option<EndUser> {
+    END_USER.try_with(EndUser::clone).ok()
 }
 
 /// Adds the current end user (if any) to an outgoing call's headers, replacing whatever the
 /// request held.
 pub(crate) fn inject(headers: &mut http::HeaderMap) {
     headers.remove(HEADER);
-    if let Some(user) = current()
-        && let Ok(value) = HeaderValue::from_str(&user)
-    {
+    if let Some(value) = current().as_ref().and_then(EndUser::header_value) {
         headers.insert(HEADER, value);
     }
 }
@@ -56,7 +95,13 @@ pub(crate) fn of_request(headers: &http::HeaderMap, peer: Option<&Peer>) -> Opti
     }
     let value = headers.get(HEADER)?.to_str().ok()?;
     // Ids are short: a longer value is not one the gateway sent.
-    (!value.is_empty() && value.len() <= 64).then(|| EndUser(value.into()))
+    if value.is_empty() || value.len() > 64 {
+        return None;
+    }
+    Some(match value.strip_suffix(ADMIN_SUFFIX) {
+        Some(id) => EndUser::admin(id),
+        None => EndUser::learner(value),
+    })
 }
 
 #[cfg(test)]
@@ -72,11 +117,24 @@ mod tests {
             headers.get(HEADER).is_none(),
             "a header from outside is dropped"
         );
-        scope("42", async {
+        scope(EndUser::learner("42"), async {
             inject(&mut headers);
         })
         .await;
         assert_eq!(headers.get(HEADER).unwrap(), "42");
+        scope(EndUser::admin("1"), async {
+            inject(&mut headers);
+        })
+        .await;
+        assert_eq!(headers.get(HEADER).unwrap(), "1;admin");
+    }
+
+    #[test]
+    fn a_learner_acts_for_itself_and_an_admin_for_anyone() {
+        assert!(EndUser::learner("42").may_act_for(42));
+        assert!(!EndUser::learner("42").may_act_for(7));
+        assert!(!EndUser::learner("not a number").may_act_for(0));
+        assert!(EndUser::admin("1").may_act_for(7));
     }
 
     #[test]
@@ -89,7 +147,13 @@ mod tests {
         };
         assert_eq!(
             of_request(&headers, Some(&peer(Some("gateway")))),
-            Some(EndUser("7".into()))
+            Some(EndUser::learner("7"))
+        );
+        let mut admin = http::HeaderMap::new();
+        admin.insert(HEADER, HeaderValue::from_static("1;admin"));
+        assert_eq!(
+            of_request(&admin, Some(&peer(Some("gateway")))),
+            Some(EndUser::admin("1"))
         );
         assert_eq!(of_request(&headers, Some(&peer(Some("catalog-svc")))), None);
         assert_eq!(of_request(&headers, Some(&peer(None))), None);

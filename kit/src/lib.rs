@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod enduser;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod page_token;
 mod rpc_call;

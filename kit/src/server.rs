@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 pub use crate::rpc_call::ObservedBody;
 use crate::{
     limits::{self, ServerLimits},
+    memory::{MemoryEndpoint, MemoryListener},
     rpc_call::{RpcCall, Side},
     telemetry::{self, ServerTrace},
     tls::{self, CallerPolicy, CallerPolicyLayer, MutualTls},
@@ -57,6 +58,66 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
             addr: addr.to_owned(),
             source,
         })
+}
+
+/// Where an internal service takes its calls: a TCP port, or its name on the process's
+/// in-memory network (the monolith: [`crate::memory`]).
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Memory(MemoryListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Self::Tcp(listener)
+    }
+}
+
+impl Listener {
+    /// Listens on `memory`'s network when it is given (`addr` is then unused), else binds
+    /// `addr` ([`bind`]).
+    pub async fn bind(addr: &str, memory: Option<&MemoryEndpoint>) -> Result<Self, ServeError> {
+        match memory {
+            Some(memory) => memory
+                .listen()
+                .map(Self::Memory)
+                .map_err(|source| ServeError::Bind {
+                    addr: memory.address(),
+                    source,
+                }),
+            None => bind(addr).await.map(Self::Tcp),
+        }
+    }
+
+    /// The TCP address; `None` in memory.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(listener) => listener.local_addr().ok(),
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// Where a client calls it: `http://ip:port` or `memory://name`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Tcp(listener) => listener.local_addr().map_or_else(
+                |_| "http://0.0.0.0:0".to_owned(),
+                |addr| format!("http://{addr}"),
+            ),
+            Self::Memory(listener) => listener.address(),
+        }
+    }
+
+    /// Who may call through this listener: in memory every connection knows its caller, so
+    /// `policy` applies as it does over mutual TLS; on TCP, mutual TLS under `policy` when `tls`
+    /// is set, else plaintext.
+    pub fn transport(&self, tls: Option<Arc<MutualTls>>, policy: CallerPolicy) -> Transport {
+        match self {
+            Self::Memory(_) => Transport::InMemory { policy },
+            Self::Tcp(_) => Transport::new(tls, policy),
+        }
+    }
 }
 
 /// What a server's reflection service describes.
@@ -181,7 +242,7 @@ pub async fn serve(
 /// request, HTTP/2 keep-alive PINGs, at most `max_connections` open. hyper's HTTP/1 header-read
 /// timeout (30 s) is on, since tonic gives hyper a timer. `transport` says who may connect.
 pub async fn serve_with_limits(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     routes: Routes,
     service_names: &[&'static str],
     shutdown: CancellationToken,
@@ -205,6 +266,9 @@ pub enum Transport {
         tls: Arc<MutualTls>,
         policy: CallerPolicy,
     },
+    /// The process's in-memory network ([`Listener::Memory`]): only the process's own services
+    /// can dial, each connection knows which one did, and `policy` says what it may call.
+    InMemory { policy: CallerPolicy },
 }
 
 impl Transport {
@@ -220,24 +284,50 @@ impl Transport {
 /// [`serve_with_limits`] for routes that hold their probes already ([`Probes::install_with`]),
 /// so a server can add layers around health and reflection too.
 pub async fn serve_probed(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     routes: Routes,
     probes: Probes,
     shutdown: CancellationToken,
     limits: &ServerLimits,
     transport: &Transport,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr().ok();
-    let secured = matches!(transport, Transport::MutualTls { .. });
-    tracing::info!(addr = ?addr, services = ?probes.service_names, mutual_tls = secured, "serving");
+    let listener = listener.into();
+    let where_ = listener.url();
+    let secured = match transport {
+        Transport::Plaintext => "plaintext",
+        Transport::MutualTls { .. } => "mutual TLS",
+        Transport::InMemory { .. } => "in memory",
+    };
+    tracing::info!(addr = %where_, services = ?probes.service_names, transport = secured, "serving");
+    let listener = match (listener, transport) {
+        (Listener::Memory(listener), Transport::InMemory { policy }) => {
+            return serve_incoming(
+                listener,
+                routes,
+                probes,
+                shutdown,
+                limits,
+                Some(*policy),
+                &where_,
+            )
+            .await;
+        }
+        (Listener::Tcp(listener), Transport::Plaintext | Transport::MutualTls { .. }) => listener,
+        (_, _) => {
+            return Err(ServeError::Bind {
+                addr: where_,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "in-memory transport and listener go together (Listener::transport)",
+                ),
+            });
+        }
+    };
     let incoming = limits::cap_connections(
         TcpIncoming::from(listener).with_nodelay(Some(true)),
         limits.max_connections,
     );
     match transport {
-        Transport::Plaintext => {
-            serve_incoming(incoming, routes, probes, shutdown, limits, None, addr).await
-        }
         Transport::MutualTls { tls, policy } => {
             let incoming = tls::accept(incoming, tls.clone());
             serve_incoming(
@@ -247,9 +337,12 @@ pub async fn serve_probed(
                 shutdown,
                 limits,
                 Some(*policy),
-                addr,
+                &where_,
             )
             .await
+        }
+        Transport::Plaintext | Transport::InMemory { .. } => {
+            serve_incoming(incoming, routes, probes, shutdown, limits, None, &where_).await
         }
     }
 }
@@ -261,7 +354,7 @@ async fn serve_incoming<I, IO>(
     shutdown: CancellationToken,
     limits: &ServerLimits,
     policy: Option<CallerPolicy>,
-    addr: Option<SocketAddr>,
+    addr: &str,
 ) -> Result<(), ServeError>
 where
     I: futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
@@ -301,9 +394,9 @@ where
     };
     tokio::select! {
         served = server => served?,
-        () = deadline => tracing::warn!(addr = ?addr, "drain timed out; closing open calls"),
+        () = deadline => tracing::warn!(addr, "drain timed out; closing open calls"),
     }
-    tracing::info!(addr = ?addr, "stopped");
+    tracing::info!(addr, "stopped");
     Ok(())
 }
 
@@ -378,7 +471,7 @@ where
             );
             let call = RpcCall::start(trace.span().clone(), Side::Server, path);
             if let Some(user) = user {
-                trace.span().record("enduser.id", &*user.0);
+                trace.span().record("enduser.id", &*user.id);
                 request.extensions_mut().insert(user);
             }
             request.extensions_mut().insert(ServerSide::Rpc {
@@ -470,7 +563,8 @@ where
 
 /// A server task bound to its address, for tests and the monolith.
 pub struct Running {
-    pub addr: SocketAddr,
+    /// Where it serves (`127.0.0.1:50051`, `memory://catalog-svc`), for errors.
+    pub addr: String,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), ServeError>>,
     /// [`Running::exited`] has returned the task's outcome: there is nothing left to wait for.
@@ -478,12 +572,12 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn spawn<F>(addr: SocketAddr, shutdown: CancellationToken, server: F) -> Self
+    pub fn spawn<F>(addr: impl ToString, shutdown: CancellationToken, server: F) -> Self
     where
         F: Future<Output = Result<(), ServeError>> + Send + 'static,
     {
         Self {
-            addr,
+            addr: addr.to_string(),
             shutdown,
             task: tokio::spawn(server),
             reported: false,
@@ -510,7 +604,7 @@ impl Running {
         self.reported = true;
         joined.unwrap_or_else(|source| {
             Err(ServeError::Task {
-                addr: self.addr.to_string(),
+                addr: self.addr.clone(),
                 source,
             })
         })

@@ -41,7 +41,7 @@ use tonic::{
 };
 use tower::{Layer, Service};
 
-use crate::limits::LogThrottle;
+use crate::{limits::LogThrottle, memory::MemoryEndpoint};
 
 /// The names a learnhub certificate may carry, one per service; a peer is the first of them its
 /// certificate is valid for.
@@ -82,9 +82,14 @@ pub struct TlsArgs {
     /// How often the three files are checked for a change (seconds).
     #[arg(long, env = "TLS_RELOAD_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub tls_reload_secs: u64,
-    /// An identity made in memory (the monolith's own CA, tests): used as it is, no file read.
+    /// An identity made in memory (tests' own CA): used as it is, no file read.
     #[arg(skip)]
     pub identity: Option<Arc<MutualTls>>,
+    /// The service's place on the process's in-memory network (the monolith): it listens there
+    /// instead of on a port, its `memory://` callees are dialled there, and no TLS is needed
+    /// (only the process can dial, and each connection knows which service did).
+    #[arg(skip)]
+    pub memory: Option<MemoryEndpoint>,
 }
 
 impl Default for TlsArgs {
@@ -96,6 +101,7 @@ impl Default for TlsArgs {
             insecure_plaintext: false,
             tls_reload_secs: RELOAD_EVERY.as_secs(),
             identity: None,
+            memory: None,
         }
     }
 }
@@ -110,16 +116,33 @@ impl TlsArgs {
     }
 
     /// Mutual TLS with an identity made in memory ([`DevCa::identity`]).
-    pub fn in_memory(identity: Arc<MutualTls>) -> Self {
+    pub fn with_identity(identity: Arc<MutualTls>) -> Self {
         Self {
             identity: Some(identity),
             ..Self::default()
         }
     }
 
+    /// No port and no TLS: the service listens and calls on the process's in-memory network.
+    pub fn on_memory(memory: MemoryEndpoint) -> Self {
+        Self {
+            memory: Some(memory),
+            ..Self::default()
+        }
+    }
+
     /// Reads the certificate of `service` and starts watching its files (when called inside a
-    /// tokio runtime); `None` when plaintext was asked for.
+    /// tokio runtime); `None` when plaintext or the in-memory network was asked for.
     pub fn load(&self, service: &'static str) -> Result<Option<Arc<MutualTls>>, TlsError> {
+        if let Some(memory) = &self.memory {
+            if memory.service() != service {
+                return Err(invalid("in-memory endpoint")(format!(
+                    "it belongs to {}, not {service}",
+                    memory.service()
+                )));
+            }
+            return Ok(None);
+        }
         if let Some(identity) = &self.identity {
             if identity.service() != service {
                 return Err(invalid("TLS identity")(format!(

@@ -1,6 +1,7 @@
 //! Mutual TLS between services through `server::serve_with_limits` and `client::connect`: who is
 //! refused at the handshake, who gets PERMISSION_DENIED, and certificate rotation from files
-//! without a restart, on both sides.
+//! without a restart, on both sides. The in-memory network (the monolith's) applies the same
+//! policy and end-user rule to the service that dialled.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -8,7 +9,8 @@ use learnhub_kit::{
     client::{self, ClientOptions, ServiceChannel},
     enduser::{self, EndUser},
     limits::ServerLimits,
-    server::{self, Running, Transport},
+    memory::MemoryNetwork,
+    server::{self, Listener, Running, Transport},
     shutdown::CancellationToken,
     tls::{CallerPolicy, DevCa, MutualTls, TlsArgs},
 };
@@ -41,7 +43,7 @@ impl tower::Service<http::Request<Body>> for Probe {
         let user = request
             .extensions()
             .get::<EndUser>()
-            .map(|user| user.0.to_string())
+            .map(|user| format!("{}{}", user.id, if user.admin { " (admin)" } else { "" }))
             .unwrap_or_default();
         std::future::ready(Ok(tonic::Status::ok(user).into_http()))
     }
@@ -82,6 +84,10 @@ async fn start(addr: &str, tls: Arc<MutualTls>) -> Running {
         )
         .await
     })
+}
+
+fn addr_of(server: &Running) -> SocketAddr {
+    server.addr.parse().unwrap()
 }
 
 fn channel(addr: SocketAddr, tls: Option<Arc<MutualTls>>) -> ServiceChannel {
@@ -130,7 +136,7 @@ async fn health(addr: SocketAddr, tls: Option<Arc<MutualTls>>) -> Result<(), ton
 async fn a_caller_without_a_certificate_of_the_ca_is_refused_at_the_handshake() {
     let ca = DevCa::new().unwrap();
     let server = start("127.0.0.1:0", ca.identity("cache-svc").unwrap()).await;
-    let addr = server.addr;
+    let addr = addr_of(&server);
 
     // Plaintext, and TLS with a certificate of another CA: no call gets through, not even health.
     assert!(health(addr, None).await.is_err(), "plaintext was served");
@@ -169,8 +175,8 @@ async fn a_caller_without_a_certificate_of_the_ca_is_refused_at_the_handshake() 
 async fn a_service_the_rpc_does_not_allow_gets_permission_denied() {
     let ca = DevCa::new().unwrap();
     let server = start("127.0.0.1:0", ca.identity("cache-svc").unwrap()).await;
-    let gateway = channel(server.addr, Some(ca.identity("gateway").unwrap()));
-    let catalog = channel(server.addr, Some(ca.identity("catalog-svc").unwrap()));
+    let gateway = channel(addr_of(&server), Some(ca.identity("gateway").unwrap()));
+    let catalog = channel(addr_of(&server), Some(ca.identity("catalog-svc").unwrap()));
 
     assert_eq!(call(&gateway, "Write").await.unwrap().0, tonic::Code::Ok);
     assert_eq!(call(&gateway, "Read").await.unwrap().0, tonic::Code::Ok);
@@ -185,7 +191,7 @@ async fn a_service_the_rpc_does_not_allow_gets_permission_denied() {
         .ca_certificate(tonic::transport::Certificate::from_pem(ca.ca_pem()))
         .identity(tonic::transport::Identity::from_pem(cert, key))
         .domain_name("cache-svc");
-    let nobody = tonic::transport::Endpoint::from_shared(format!("https://{}", server.addr))
+    let nobody = tonic::transport::Endpoint::from_shared(format!("https://{}", addr_of(&server)))
         .unwrap()
         .tls_config(tls)
         .unwrap()
@@ -208,19 +214,102 @@ async fn a_service_the_rpc_does_not_allow_gets_permission_denied() {
 async fn the_gateway_names_the_end_user_and_nobody_else_can() {
     let ca = DevCa::new().unwrap();
     let server = start("127.0.0.1:0", ca.identity("cache-svc").unwrap()).await;
-    let gateway = channel(server.addr, Some(ca.identity("gateway").unwrap()));
-    let catalog = channel(server.addr, Some(ca.identity("catalog-svc").unwrap()));
+    let gateway = channel(addr_of(&server), Some(ca.identity("gateway").unwrap()));
+    let catalog = channel(addr_of(&server), Some(ca.identity("catalog-svc").unwrap()));
 
-    let named = enduser::scope("42", call(&gateway, "Read")).await.unwrap();
+    let named = enduser::scope(EndUser::learner("42"), call(&gateway, "Read"))
+        .await
+        .unwrap();
     assert_eq!(named, (tonic::Code::Ok, "42".to_owned()));
+    let admin = enduser::scope(EndUser::admin("1"), call(&gateway, "Read"))
+        .await
+        .unwrap();
+    assert_eq!(admin, (tonic::Code::Ok, "1 (admin)".to_owned()));
     let anonymous = call(&gateway, "Read").await.unwrap();
     assert_eq!(anonymous, (tonic::Code::Ok, String::new()));
-    let claimed = enduser::scope("42", call(&catalog, "Read")).await.unwrap();
+    let claimed = enduser::scope(EndUser::learner("42"), call(&catalog, "Read"))
+        .await
+        .unwrap();
     assert_eq!(
         claimed,
         (tonic::Code::Ok, String::new()),
         "only the gateway names the user"
     );
+    server.stop().await.unwrap();
+}
+
+/// On the in-memory network the caller is the service that dialled: the same policy and the same
+/// end-user rule as over mutual TLS, and an address of that network means nothing to a client
+/// that is not on it.
+#[tokio::test]
+async fn in_memory_the_service_that_dialled_is_the_caller() {
+    let network = MemoryNetwork::new();
+    let listener = Listener::bind("unused", Some(&network.endpoint("cache-svc")))
+        .await
+        .unwrap();
+    assert_eq!(listener.url(), "memory://cache-svc");
+    assert_eq!(listener.local_addr(), None);
+    let transport = listener.transport(None, policy());
+    assert!(matches!(transport, Transport::InMemory { .. }));
+    let stop = CancellationToken::new();
+    let serving = stop.clone();
+    let server = Running::spawn(listener.url(), stop, async move {
+        server::serve_with_limits(
+            listener,
+            Routes::new(Probe),
+            &[Probe::NAME],
+            serving,
+            &ServerLimits::default(),
+            &transport,
+        )
+        .await
+    });
+    let dial = |caller: &'static str| {
+        let options =
+            ClientOptions::new(Duration::from_secs(3)).with_memory(Some(network.endpoint(caller)));
+        client::connect("cache-svc", "--cache-addr", "memory://cache-svc", &options).unwrap()
+    };
+    let (gateway, catalog, enrollment) =
+        (dial("gateway"), dial("catalog-svc"), dial("enrollment-svc"));
+
+    assert_eq!(call(&gateway, "Write").await.unwrap().0, tonic::Code::Ok);
+    assert_eq!(call(&catalog, "Read").await.unwrap().0, tonic::Code::Ok);
+    let (code, message) = call(&catalog, "Write").await.unwrap();
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert_eq!(message, "cache-svc does not take Write from catalog-svc");
+    let (code, _) = call(&enrollment, "Read").await.unwrap();
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    HealthClient::new(enrollment)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+
+    let named = enduser::scope(EndUser::learner("42"), call(&gateway, "Read"))
+        .await
+        .unwrap();
+    assert_eq!(named, (tonic::Code::Ok, "42".to_owned()));
+    let claimed = enduser::scope(EndUser::learner("42"), call(&catalog, "Read"))
+        .await
+        .unwrap();
+    assert_eq!(claimed, (tonic::Code::Ok, String::new()));
+
+    // Off the network, the address is refused when the client is made.
+    let stranger = ClientOptions::new(Duration::from_secs(1));
+    let refused =
+        client::connect("cache-svc", "--cache-addr", "memory://cache-svc", &stranger).unwrap_err();
+    assert!(refused.reason.contains("in-memory"), "{refused}");
+    // A service of the network that does not listen: the call fails, it does not hang.
+    let nowhere =
+        ClientOptions::new(Duration::from_secs(1)).with_memory(Some(network.endpoint("gateway")));
+    let nowhere = client::connect(
+        "catalog-svc",
+        "--catalog-addr",
+        "memory://catalog-svc",
+        &nowhere,
+    )
+    .unwrap();
+    let failed = call(&nowhere, "Read").await;
+    assert!(failed.is_err(), "{failed:?}");
     server.stop().await.unwrap();
 }
 
@@ -255,6 +344,7 @@ impl Files {
             insecure_plaintext: false,
             tls_reload_secs: 1,
             identity: None,
+            memory: None,
         }
     }
 }
@@ -285,7 +375,7 @@ async fn certificates_rotate_from_files_without_a_restart() {
     let client_tls = client_files.args().load("gateway").unwrap().unwrap();
 
     let first = start("127.0.0.1:0", server_tls.clone()).await;
-    let addr = first.addr;
+    let addr = addr_of(&first);
     let gateway = channel(addr, Some(client_tls.clone()));
     assert_eq!(call(&gateway, "Write").await.unwrap().0, tonic::Code::Ok);
     first.stop().await.unwrap();

@@ -46,7 +46,11 @@ impl PlatformOptions {
         config.slow_query_ms = SLOW_QUERY_MS;
         config.upstream_timeout = UPSTREAM_TIMEOUT;
         config.migrate = false;
-        config.internal_mtls = self.internal_mtls;
+        config.internal = if self.internal_mtls {
+            learnhub::InternalTransport::MutualTls
+        } else {
+            learnhub::InternalTransport::Plaintext
+        };
         config.cache = match &self.cache {
             Some((url, prefix)) => CacheStore::Redis {
                 url: url.clone(),

@@ -195,7 +195,12 @@ async fn seed(scale: Scale, catalog_url: &str, enrollment_url: &str) -> anyhow::
     )
     .await?;
     let client = enrollment_svc::catalog_client::CatalogClient::connect_lazy(
-        &format!("http://{}", platform.catalog_addr()),
+        &format!(
+            "http://{}",
+            platform
+                .catalog_addr()
+                .context("catalog-svc listens on a port")?
+        ),
         std::time::Duration::from_secs(30),
     )?;
     let plan = scale.plan();

@@ -199,8 +199,8 @@ async fn spawn(backend: Backend, count_upstream_calls: bool) -> Platform {
     Platform {
         url: platform.gateway_url(),
         http: reqwest::Client::new(),
-        catalog_url: format!("http://{}", platform.catalog_addr()),
-        enrollment_url: format!("http://{}", platform.enrollment_addr()),
+        catalog_url: format!("http://{}", platform.catalog_addr().expect("a TCP port")),
+        enrollment_url: format!("http://{}", platform.enrollment_addr().expect("a TCP port")),
         catalog_db: platform.catalog_db().clone(),
         enrollment_db: platform.enrollment_db().clone(),
         upstream_calls: counted.get().cloned(),
