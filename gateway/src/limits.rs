@@ -68,9 +68,10 @@ pub struct LimitConfig {
     #[arg(long, env = "SUBMISSION_QUOTA_BYTES_PER_HOUR", default_value_t = 2 * 1024 * 1024)]
     pub submission_quota_bytes_per_hour: u32,
     /// How long a request over its rate limit waits before its 429 / RESOURCE_EXHAUSTED
-    /// (milliseconds; at most 256 such waits at once, the rest are answered at once). A caller
-    /// that keeps calling after 429s then holds its own connection's request slots instead of
-    /// the CPUs everyone shares.
+    /// (milliseconds on average: each wait is drawn from half to one and a half times it; at
+    /// most 256 such waits at once, the rest are answered at once). A caller that keeps calling
+    /// after 429s then holds its own connection's request slots instead of the CPUs everyone
+    /// shares, and its retries come back spread out rather than all at once.
     #[arg(long, env = "RATE_LIMIT_REFUSAL_DELAY_MS", default_value_t = 250)]
     pub rate_limit_refusal_delay_ms: u64,
     /// Proxies whose `X-Forwarded-For` names the client (comma-separated CIDRs or addresses,
@@ -411,7 +412,9 @@ impl<C: Clock> RateLimits<C> {
             return;
         }
         if let Ok(_slot) = self.delayed_refusals.clone().try_acquire_owned() {
-            tokio::time::sleep(self.refusal_delay).await;
+            // Jittered: refusals of requests that arrived together would otherwise end together,
+            // and a flooder's next wave would hit the CPUs in one burst every delay.
+            tokio::time::sleep(self.refusal_delay.mul_f64(0.5 + fastrand::f64())).await;
         }
     }
 }

@@ -400,7 +400,7 @@ Reading the figures: *limits off* turns off the gateway's rate limits and its lo
 not let perf-report change. With the gateway's limits on, the flooder still gets its own budget\n\
 of real work (100 reads/s after a burst of 300): those calls share the two CPUs with the second\n\
 caller, and the flooding client itself runs on the same box (on a thread and runtime of its own).\n\
-Refused calls wait `RATE_LIMIT_REFUSAL_DELAY_MS` (250 ms) before their 429, holding the\n\
+Refused calls wait about `RATE_LIMIT_REFUSAL_DELAY_MS` (250 ms, jittered) before their 429, holding the\n\
 flooder's own connection slots (32) instead of the CPUs: that is why the flooder's answers drop\n\
 from thousands to a couple of hundred per second, and why the stream flood takes longer with\n\
 the limits on.\n\
