@@ -299,51 +299,35 @@ pub async fn serve_probed(
         Transport::InMemory { .. } => "in memory",
     };
     tracing::info!(addr = %where_, services = ?probes.service_names, transport = secured, "serving");
-    let listener = match (listener, transport) {
-        (Listener::Memory(listener), Transport::InMemory { policy }) => {
-            return serve_incoming(
-                listener,
-                routes,
-                probes,
-                shutdown,
-                limits,
-                Some(*policy),
-                &where_,
-            )
-            .await;
-        }
-        (Listener::Tcp(listener), Transport::Plaintext | Transport::MutualTls { .. }) => listener,
-        (_, _) => {
-            return Err(ServeError::Bind {
-                addr: where_,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "in-memory transport and listener go together (Listener::transport)",
-                ),
-            });
-        }
+    let policy = match transport {
+        Transport::Plaintext => None,
+        Transport::MutualTls { policy, .. } | Transport::InMemory { policy } => Some(*policy),
     };
-    let incoming = limits::cap_connections(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        limits.max_connections,
-    );
-    match transport {
-        Transport::MutualTls { tls, policy } => {
-            let incoming = tls::accept(incoming, tls.clone());
-            serve_incoming(
-                incoming,
-                routes,
-                probes,
-                shutdown,
-                limits,
-                Some(*policy),
-                &where_,
-            )
-            .await
+    let tcp = |listener: TcpListener| {
+        limits::cap_connections(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            limits.max_connections,
+        )
+    };
+    match (listener, transport) {
+        (Listener::Memory(incoming), Transport::InMemory { .. }) => {
+            serve_incoming(incoming, routes, probes, shutdown, limits, policy, &where_).await
         }
-        Transport::Plaintext | Transport::InMemory { .. } => {
-            serve_incoming(incoming, routes, probes, shutdown, limits, None, &where_).await
+        (Listener::Tcp(listener), Transport::Plaintext) => {
+            let incoming = tcp(listener);
+            serve_incoming(incoming, routes, probes, shutdown, limits, policy, &where_).await
         }
+        (Listener::Tcp(listener), Transport::MutualTls { tls, .. }) => {
+            let incoming = tls::accept(tcp(listener), tls.clone());
+            serve_incoming(incoming, routes, probes, shutdown, limits, policy, &where_).await
+        }
+        (_, _) => Err(ServeError::Bind {
+            addr: where_,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "in-memory transport and listener go together (Listener::transport)",
+            ),
+        }),
     }
 }
 

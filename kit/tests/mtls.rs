@@ -65,14 +65,19 @@ fn policy() -> CallerPolicy {
 }
 
 async fn start(addr: &str, tls: Arc<MutualTls>) -> Running {
-    let listener = server::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = Listener::from(server::bind(addr).await.unwrap());
+    let transport = listener.transport(Some(tls), policy());
+    serve_probe(listener, transport)
+}
+
+/// The probe served on `listener` under `transport`, until stopped.
+fn serve_probe(listener: Listener, transport: Transport) -> Running {
     let stop = CancellationToken::new();
-    let transport = Transport::MutualTls {
-        tls,
-        policy: policy(),
-    };
     let serving = stop.clone();
+    let addr = match listener.local_addr() {
+        Some(addr) => addr.to_string(),
+        None => listener.url(),
+    };
     Running::spawn(addr, stop, async move {
         server::serve_with_limits(
             listener,
@@ -251,19 +256,7 @@ async fn in_memory_the_service_that_dialled_is_the_caller() {
     assert_eq!(listener.local_addr(), None);
     let transport = listener.transport(None, policy());
     assert!(matches!(transport, Transport::InMemory { .. }));
-    let stop = CancellationToken::new();
-    let serving = stop.clone();
-    let server = Running::spawn(listener.url(), stop, async move {
-        server::serve_with_limits(
-            listener,
-            Routes::new(Probe),
-            &[Probe::NAME],
-            serving,
-            &ServerLimits::default(),
-            &transport,
-        )
-        .await
-    });
+    let server = serve_probe(listener, transport);
     let dial = |caller: &'static str| {
         let options =
             ClientOptions::new(Duration::from_secs(3)).with_memory(Some(network.endpoint(caller)));
