@@ -625,8 +625,8 @@ fn service_metrics_addr(config: &PlatformConfig) -> String {
 /// The services' `tls` settings for each [`InternalTransport`].
 enum Internal {
     Plaintext,
-    /// Identities under a CA made at start.
-    MutualTls(DevCa),
+    /// Identities under a CA made at start (boxed: a CA is large beside the other variants).
+    MutualTls(Box<DevCa>),
     InMemory(MemoryNetwork),
 }
 
@@ -634,9 +634,9 @@ impl Internal {
     fn new(transport: InternalTransport) -> Result<Self, PlatformError> {
         Ok(match transport {
             InternalTransport::Plaintext => Self::Plaintext,
-            InternalTransport::MutualTls => {
-                Self::MutualTls(DevCa::new().map_err(start_error(Service::Gateway))?)
-            }
+            InternalTransport::MutualTls => Self::MutualTls(Box::new(
+                DevCa::new().map_err(start_error(Service::Gateway))?,
+            )),
             InternalTransport::InMemory => Self::InMemory(MemoryNetwork::new()),
         })
     }
