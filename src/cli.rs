@@ -14,7 +14,8 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "data";
     version,
     about = "learnhub in one process: gateway + services on embedded SQLite with demo data",
     long_about = "Runs the whole platform in one process (monolithic mode): the gateway on --listen \
-                  and every service on loopback ports, storing data in SQLite files under --data-dir \
+                  and the other services inside the process, reachable only in memory (no port of \
+                  their own), storing data in SQLite files under --data-dir \
                   and seeding a demo catalog on first start. Tokens are signed with a secret \
                   generated on first start in <data-dir>/jwt-secret (or --auth-jwt-secret). Run the \
                   services separately against Postgres and Redis for production (see README)."
