@@ -60,7 +60,6 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// A bound, connected cache-svc, ready to serve.
 pub struct Application {
     listener: Listener,
-    addr: SocketAddr,
     metrics: Option<MetricsListener>,
     cache: Cache,
     limits: service::Limits,
@@ -108,9 +107,6 @@ impl Application {
         let tls = config.tls.load("cache-svc")?;
         metrics::install("cache-svc", env!("CARGO_PKG_VERSION"));
         let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         let cache = Cache::start(
@@ -124,7 +120,6 @@ impl Application {
         .await?;
         Ok(Self {
             listener,
-            addr,
             metrics,
             cache,
             limits: service::Limits {
@@ -138,7 +133,9 @@ impl Application {
 
     /// The TCP address it listens on (`0.0.0.0:0` on the in-memory network: see [`Self::url`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Where a client calls it: `http://ip:port`, or `memory://cache-svc` in the monolith.

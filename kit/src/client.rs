@@ -43,7 +43,6 @@ use crate::{
     tls::MutualTls,
 };
 
-const MEMORY_PREFIX: &str = "memory://";
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -148,7 +147,10 @@ pub fn connect(
 ) -> Result<ServiceChannel, BadAddress> {
     let bad = |reason: String| BadAddress { flag, reason };
     let addr = addr.trim();
-    if let Some(callee) = addr.strip_prefix(MEMORY_PREFIX) {
+    if let Some(callee) = addr
+        .strip_prefix(crate::memory::SCHEME)
+        .and_then(|rest| rest.strip_prefix("://"))
+    {
         let Some(memory) = &options.memory else {
             return Err(bad(format!(
                 "{addr:?} is an in-memory address: only services of the same process reach it"

@@ -25,7 +25,8 @@ const FORWARDED_BY: &str = "gateway";
 const ADMIN_SUFFIX: &str = ";admin";
 
 tokio::task_local! {
-    static END_USER: EndUser;
+    /// The user, and its header value made once per request rather than once per call.
+    static END_USER: (EndUser, Option<HeaderValue>);
 }
 
 /// The end user a server's request was made for, as the gateway forwarded it.
@@ -70,19 +71,15 @@ impl EndUser {
 
 /// Runs `work` on behalf of `user`: calls to other services made within it carry it.
 pub async fn scope<F: Future>(user: EndUser, work: F) -> F::Output {
-    END_USER.scope(user, work).await
-}
-
-/// The end user of the work in progress, if it runs inside [`scope`].
-pub fn current() -> Option<EndUser> {
-    END_USER.try_with(EndUser::clone).ok()
+    let header = user.header_value();
+    END_USER.scope((user, header), work).await
 }
 
 /// Adds the current end user (if any) to an outgoing call's headers, replacing whatever the
 /// request held.
 pub(crate) fn inject(headers: &mut http::HeaderMap) {
     headers.remove(HEADER);
-    if let Some(value) = current().as_ref().and_then(EndUser::header_value) {
+    if let Ok(Some(value)) = END_USER.try_with(|(_, header)| header.clone()) {
         headers.insert(HEADER, value);
     }
 }

@@ -45,6 +45,11 @@ static NEXT_LISTENER: AtomicU64 = AtomicU64::new(0);
 /// Each open listener by name, with the id that tells it from a later one of the same name.
 type Listeners = HashMap<String, (u64, mpsc::Sender<MemoryStream>)>;
 
+/// `memory://<service>`.
+fn address(service: &str) -> String {
+    format!("{SCHEME}://{service}")
+}
+
 /// The services of one process that call each other in memory. Clones share the network.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork(Arc<Mutex<Listeners>>);
@@ -92,7 +97,7 @@ impl MemoryEndpoint {
 
     /// This service's address: `memory://<service>`.
     pub fn address(&self) -> String {
-        format!("{SCHEME}://{}", self.service)
+        address(self.service)
     }
 
     /// Starts listening under the service's name; `AddrInUse` while another listener of the
@@ -141,7 +146,7 @@ pub struct MemoryListener {
 impl MemoryListener {
     /// The address it listens on: `memory://<service>`.
     pub fn address(&self) -> String {
-        format!("{SCHEME}://{}", self.service)
+        address(self.service)
     }
 }
 
@@ -245,7 +250,7 @@ impl MemoryConnector {
         let refused = || {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
-                format!("nothing listens on {SCHEME}://{}", self.callee),
+                format!("nothing listens on {}", address(&self.callee)),
             )
         };
         let listener = self
