@@ -136,12 +136,21 @@ pub struct Cache {
 impl Cache {
     /// With Redis configured, connects once: if Redis does not answer the cache starts on the
     /// in-process store and keeps trying in the background.
+    ///
+    /// Whatever Redis holds is cleared (every namespace's generation bumped) before this process
+    /// serves from it: while no cache-svc was running, writers' invalidations had nowhere to go,
+    /// and the journal of the process that died is gone with it. The price is a cold cache after
+    /// each start of cache-svc; the alternative, entries invalidated during the restart coming
+    /// back, is a stale read nobody can see coming.
     pub async fn start(options: CacheOptions, stats: Arc<Stats>) -> Result<Self, Error> {
         let redis = match options.redis {
             Some(redis_options) => Some(RedisSide {
                 store: RedisStore::new(redis_options, stats.clone())?,
                 mode: RwLock::new(Mode::Memory),
-                journal: Mutex::new(Journal::default()),
+                journal: Mutex::new(Journal {
+                    clear: true,
+                    ..Journal::default()
+                }),
                 reconnecting: AtomicBool::new(false),
                 sweep_now: Arc::new(Notify::new()),
             }),
@@ -159,10 +168,12 @@ impl Cache {
         // Without Redis the in-process store is the cache, not a fallback.
         report_fallback(false);
         if let Some(redis) = &cache.inner.redis {
-            match redis.store.connect().await {
+            match cache.recover().await {
                 Ok(()) => {
-                    *redis.mode.write().await = Mode::Redis;
-                    tracing::info!(prefix = redis.store.prefix(), "using redis");
+                    tracing::info!(
+                        prefix = redis.store.prefix(),
+                        "using redis (cleared at start)"
+                    );
                 }
                 Err(err) => {
                     tracing::warn!(%err, "redis unreachable at start: serving from the in-process store");

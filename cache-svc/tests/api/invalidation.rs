@@ -242,3 +242,30 @@ async fn the_memory_store_finds_nothing_to_invalidate_in_a_made_up_namespace() {
     assert_eq!(app.stats().await.key_count, 0);
     app.stop().await;
 }
+
+/// A cache-svc that starts has missed every invalidation made while it was not running (its
+/// callers had nowhere to send them, and a dead process's journal is gone): what Redis holds
+/// under its prefix is not served again.
+#[tokio::test]
+async fn entries_from_before_a_start_are_not_served_after_it() {
+    let app = spawn_app().await;
+    assert!(
+        app.set("catalog:course:7", b"before the restart", 300)
+            .await
+    );
+    assert_eq!(
+        app.get("catalog:course:7").await.as_deref(),
+        Some(&b"before the restart"[..])
+    );
+    let config = app.stop_keep_data().await;
+
+    let restarted = spawn_app_with(config).await;
+    assert_eq!(restarted.get("catalog:course:7").await, None);
+    // The cache works as before for what is stored after the start.
+    assert!(restarted.set("catalog:course:7", b"after", 300).await);
+    assert_eq!(
+        restarted.get("catalog:course:7").await.as_deref(),
+        Some(&b"after"[..])
+    );
+    restarted.stop().await;
+}
