@@ -369,7 +369,16 @@ impl Service<http::Request<Body>> for ServiceChannel {
                         Ok(response.map(|body| Body::new(ObservedBody::new(body, Some(call)))))
                     }
                     Err(err) => {
-                        call.finish(code_of_error(err.as_ref()));
+                        let code = code_of_error(err.as_ref());
+                        call.finish(code);
+                        // A failure below gRPC (no connection, a connection reset while the call
+                        // waited: the callee was killed) would reach the caller as UNKNOWN
+                        // "transport error"; it is the callee being unavailable.
+                        if code == tonic::Code::Unavailable && !holds_status(err.as_ref()) {
+                            return Err(Box::new(tonic::Status::unavailable(format!(
+                                "{service} unavailable: {err}"
+                            ))) as tower::BoxError);
+                        }
                         Err(err)
                     }
                 }
@@ -377,6 +386,11 @@ impl Service<http::Request<Body>> for ServiceChannel {
             .instrument(span),
         )
     }
+}
+
+/// Whether a `tonic::Status` is somewhere in the error's chain (tonic then answers with it).
+fn holds_status(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |err| err.source()).any(|err| err.is::<tonic::Status>())
 }
 
 /// `grpc-timeout` as the gRPC spec writes it: at most 8 digits and a unit.
