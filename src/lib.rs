@@ -725,6 +725,7 @@ fn gateway_config(
         cache_addr: cache_url,
         auth_jwt_secret: config.auth_jwt_secret.clone().into(),
         upstream_timeout_ms: u64::try_from(config.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+        stale_if_error_secs: gateway::DEFAULT_STALE_IF_ERROR_SECS,
         auth_jwt_previous_secrets: Vec::new(),
         auth_jwt_issuer: None,
         auth_jwt_audience: None,

@@ -19,6 +19,7 @@ use crate::{
     audit,
     auth::{Caller, Role, require},
     error::Error,
+    stale::Served,
     state::Gateway,
     upstream::{CATALOG, ENROLLMENT},
 };
@@ -140,7 +141,7 @@ impl Gateway {
         &self,
         caller: Option<&Caller>,
         request: GetCatalogPageRequest,
-    ) -> Result<GetCatalogPageResponse, Error> {
+    ) -> Result<Served<GetCatalogPageResponse>, Error> {
         if CourseType::try_from(request.course_type).is_err() {
             return Err(Error::invalid(format!(
                 "course_type: unknown value {}",
@@ -157,21 +158,24 @@ impl Gateway {
             // write, and the fill carries the miss's lease, so a page loaded before a write is
             // never stored after it.
             let key = public_page_key(&request);
-            match self.upstreams.page_cache() {
+            let page = match self.upstreams.page_cache() {
                 Some(cache) => cache
                     .get_or_load(&key, PUBLIC_PAGE_TTL, || async {
                         self.public_page(request).await.map_err(Arc::new)
                     })
                     .await
-                    .map_err(shared_error)?,
-                None => self.public_page(request).await?,
-            }
+                    .map_err(shared_error),
+                None => self.public_page(request).await,
+            };
+            // Before the caller's own enrollment state is added: the copy is anyone's page.
+            self.stale.or_copy(key.as_str(), page).await?
         } else {
             // Deeper pages are not cached (catalog-svc does not cache them either): their
             // tokens make the keyspace unbounded and they are rarely read twice.
-            self.public_page(request).await?
+            Served::fresh(self.public_page(request).await?)
         };
-        self.add_enrollment_state(caller, &mut page.courses).await;
+        self.add_enrollment_state(caller, &mut page.value.courses)
+            .await;
         Ok(page)
     }
 
@@ -265,7 +269,7 @@ impl Gateway {
         &self,
         caller: Option<&Caller>,
         key: Option<Key>,
-    ) -> Result<GetCourseResponse, Error> {
+    ) -> Result<Served<GetCourseResponse>, Error> {
         let key = match key {
             None => return Err(Error::invalid("key: set id or slug")),
             Some(Key::Id(id)) => {
@@ -277,34 +281,44 @@ impl Gateway {
                 Key::Slug(slug)
             }
         };
-        let shown = match &key {
-            Key::Id(id) => format!("id {id}"),
-            Key::Slug(slug) => format!("slug {slug:?}"),
+        let (shown, copy_key) = match &key {
+            Key::Id(id) => (format!("id {id}"), format!("course:id:{id}")),
+            Key::Slug(slug) => (format!("slug {slug:?}"), format!("course:slug:{slug}")),
         };
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(GetCourseRequest { key: Some(key) });
-        let response = self
+        let response = match self
             .upstreams
             .call(CATALOG, client.get_course(request))
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            // Only published courses are ever kept, so a copy is anyone's to see.
+            Err(err) => return self.stale.recall(&copy_key, err).await,
+        };
         let is_admin = caller.is_some_and(|caller| caller.role == Role::Admin);
         let published = response
             .course
             .as_ref()
             .is_some_and(|course| course.status == i32::from(CourseStatus::Published));
+        if published {
+            self.stale.remember(&copy_key, &response).await;
+        }
         if published || is_admin {
-            Ok(response)
+            Ok(Served::fresh(response))
         } else {
             Err(Error::NotFound(format!("no published course with {shown}")))
         }
     }
 
-    pub async fn categories(&self) -> Result<ListCategoriesResponse, Error> {
+    pub async fn categories(&self) -> Result<Served<ListCategoriesResponse>, Error> {
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(ListCategoriesRequest {});
-        self.upstreams
+        let result = self
+            .upstreams
             .call(CATALOG, client.list_categories(request))
-            .await
+            .await;
+        self.stale.or_copy("categories", result).await
     }
 
     pub async fn create_course(

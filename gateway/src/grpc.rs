@@ -23,6 +23,8 @@ use learnhub_proto::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::stale::{STALE_HEADER, Served};
+
 use crate::{auth::Caller, error::Error, state::Gateway};
 
 /// The gRPC face of the gateway.
@@ -65,6 +67,17 @@ fn reply<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
+/// [`reply`] for an answer that may be a stale copy: `x-learnhub-stale-seconds` in its metadata.
+fn reply_served<T>(result: Result<Served<T>, Error>) -> Result<Response<T>, Status> {
+    let served = result.map_err(Status::from)?;
+    let stale = served.stale_seconds();
+    let mut response = Response::new(served.value);
+    if let Some(age) = stale.and_then(|age| age.parse().ok()) {
+        response.metadata_mut().insert(STALE_HEADER, age);
+    }
+    Ok(response)
+}
+
 #[tonic::async_trait]
 impl GatewayService for GatewayGrpc {
     #[tracing::instrument(skip_all, fields(rpc = "GetCatalogPage"))]
@@ -73,7 +86,7 @@ impl GatewayService for GatewayGrpc {
         request: Request<GetCatalogPageRequest>,
     ) -> Result<Response<GetCatalogPageResponse>, Status> {
         let (caller, message) = self.open(request)?;
-        reply(self.gateway.catalog_page(caller.as_ref(), message).await)
+        reply_served(self.gateway.catalog_page(caller.as_ref(), message).await)
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "GetCourse"))]
@@ -82,7 +95,7 @@ impl GatewayService for GatewayGrpc {
         request: Request<GetCourseRequest>,
     ) -> Result<Response<GetCourseResponse>, Status> {
         let (caller, message) = self.open(request)?;
-        reply(self.gateway.course(caller.as_ref(), message.key).await)
+        reply_served(self.gateway.course(caller.as_ref(), message.key).await)
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ListCategories"))]
@@ -91,7 +104,7 @@ impl GatewayService for GatewayGrpc {
         request: Request<ListCategoriesRequest>,
     ) -> Result<Response<ListCategoriesResponse>, Status> {
         self.open(request)?;
-        reply(self.gateway.categories().await)
+        reply_served(self.gateway.categories().await)
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "GetMe"))]

@@ -13,6 +13,7 @@ pub(crate) mod learner;
 pub mod limits;
 pub(crate) mod request_size;
 pub(crate) mod rest;
+pub(crate) mod stale;
 pub(crate) mod state;
 pub(crate) mod unary;
 pub(crate) mod upstream;
@@ -35,6 +36,10 @@ pub use crate::{
     rest::MAX_BODY_BYTES as MAX_REST_BODY_BYTES,
 };
 
+/// How old a stale copy of a public read may be (`--stale-if-error-secs`): the public page's
+/// cache lifetime, so a copy is never older than a cached page could be.
+pub const DEFAULT_STALE_IF_ERROR_SECS: u64 = 300;
+
 /// Gateway configuration; every flag also reads its environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -56,6 +61,11 @@ pub struct Config {
     /// How long one upstream call may take before the caller gets UNAVAILABLE (milliseconds).
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 2000)]
     pub upstream_timeout_ms: u64,
+    /// When catalog-svc does not answer, public catalog pages, published courses and the
+    /// categories are answered with their last good copy if it is at most this old, marked
+    /// `x-learnhub-stale-seconds`; 0 turns it off.
+    #[arg(long, env = "STALE_IF_ERROR_SECS", default_value_t = DEFAULT_STALE_IF_ERROR_SECS)]
+    pub stale_if_error_secs: u64,
     /// Earlier secrets still accepted while a rotation rolls out (comma-separated, each at least
     /// 32 bytes); tokens are verified with them, never signed. Never logged.
     #[arg(long, env = "AUTH_JWT_PREVIOUS_SECRETS", hide_env_values = true, value_parser = secret, value_delimiter = ',')]
@@ -116,7 +126,10 @@ impl Application {
         )?;
         let tokens = token_verifier(config)?;
         let rate_limits = Arc::new(limits::RateLimits::new(&config.limits, tokens.clone()));
-        let gateway = Arc::new(Gateway::new(upstreams, tokens));
+        let gateway = Arc::new(
+            Gateway::new(upstreams, tokens)
+                .with_stale_if_error(Duration::from_secs(config.stale_if_error_secs)),
+        );
         let edge = edge::Edge::new(&config.edge)?;
         learnhub_kit::metrics::install("gateway", env!("CARGO_PKG_VERSION"));
         let listener = bind(&config.listen).await?;

@@ -116,10 +116,22 @@ async fn catalog_page(
     State(gateway): State<Arc<Gateway>>,
     MaybeCaller(caller): MaybeCaller,
     QueryParams(query): QueryParams<CatalogQuery>,
-) -> Result<Json<CatalogPageJson>, Error> {
+) -> Result<Response, Error> {
     let request = catalog_request(query)?;
     let page = gateway.catalog_page(caller.as_ref(), request).await?;
-    Ok(Json(page.into()))
+    let stale = page.stale_seconds();
+    Ok(marked_stale(CatalogPageJson::from(page.value), stale))
+}
+
+/// `json` as the answer, with `x-learnhub-stale-seconds` when it is a stale copy.
+fn marked_stale<J: serde::Serialize>(json: J, stale: Option<String>) -> Response {
+    let mut response = Json(json).into_response();
+    if let Some(age) = stale.and_then(|age| http::HeaderValue::from_str(&age).ok()) {
+        response
+            .headers_mut()
+            .insert(crate::stale::STALE_HEADER, age);
+    }
+    response
 }
 
 #[tracing::instrument(skip_all, fields(route = "GET /v1/courses/{key}", key = %key.0))]
@@ -127,10 +139,11 @@ async fn course(
     State(gateway): State<Arc<Gateway>>,
     MaybeCaller(caller): MaybeCaller,
     key: PathSegment,
-) -> Result<Json<CourseDetailJson>, Error> {
+) -> Result<Response, Error> {
     let key = course_key(&key.0)?;
     let course = gateway.course(caller.as_ref(), Some(key)).await?;
-    Ok(Json(course.into()))
+    let stale = course.stale_seconds();
+    Ok(marked_stale(CourseDetailJson::from(course.value), stale))
 }
 
 #[tracing::instrument(skip_all, fields(route = "GET /v1/categories"))]
@@ -138,11 +151,18 @@ async fn categories(
     State(gateway): State<Arc<Gateway>>,
     // Authenticated like every route, so a bad token is a 401 everywhere, not only sometimes.
     MaybeCaller(_caller): MaybeCaller,
-) -> Result<Json<CategoriesJson>, Error> {
+) -> Result<Response, Error> {
     let response = gateway.categories().await?;
-    Ok(Json(CategoriesJson {
-        categories: response.categories.into_iter().map(Into::into).collect(),
-    }))
+    let stale = response.stale_seconds();
+    let json = CategoriesJson {
+        categories: response
+            .value
+            .categories
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    };
+    Ok(marked_stale(json, stale))
 }
 
 #[tracing::instrument(skip_all, fields(route = "POST /v1/admin/courses", admin = %admin.subject))]

@@ -27,6 +27,7 @@ fn config(secret: &str) -> gateway::Config {
         cache_addr: None,
         auth_jwt_secret: secret.into(),
         upstream_timeout_ms: 2000,
+        stale_if_error_secs: gateway::DEFAULT_STALE_IF_ERROR_SECS,
         auth_jwt_previous_secrets: Vec::new(),
         auth_jwt_issuer: None,
         auth_jwt_audience: None,

@@ -71,6 +71,8 @@ pub struct FakeCatalog {
     pub last_update: Mutex<Option<catalog::UpdateCourseRequest>>,
     /// ListCategories never answers (to exercise the gateway's timeout).
     pub hang_categories: bool,
+    /// Every read answers UNAVAILABLE (catalog-svc down behind a live connection).
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeCatalog {
@@ -89,6 +91,15 @@ impl FakeCatalog {
             last_list: Mutex::new(None),
             last_update: Mutex::new(None),
             hang_categories: false,
+            down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn up(&self) -> Result<(), Status> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(Status::unavailable("catalog-svc is down"))
+        } else {
+            Ok(())
         }
     }
 
@@ -118,6 +129,7 @@ impl CatalogService for SharedCatalog {
         &self,
         request: Request<catalog::ListCoursesRequest>,
     ) -> Reply<catalog::ListCoursesResponse> {
+        self.up()?;
         self.list_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(barrier) = &self.rendezvous {
             barrier.wait().await;
@@ -146,6 +158,7 @@ impl CatalogService for SharedCatalog {
         &self,
         request: Request<catalog::GetCourseRequest>,
     ) -> Reply<catalog::GetCourseResponse> {
+        self.up()?;
         let course = match request.into_inner().key {
             Some(Key::Id(id)) => self.find(id)?,
             Some(Key::Slug(slug)) => self
@@ -182,6 +195,7 @@ impl CatalogService for SharedCatalog {
         &self,
         _: Request<catalog::GetCatalogSummaryRequest>,
     ) -> Reply<catalog::GetCatalogSummaryResponse> {
+        self.up()?;
         self.summary_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(barrier) = &self.rendezvous {
             barrier.wait().await;
@@ -212,6 +226,7 @@ impl CatalogService for SharedCatalog {
         &self,
         _: Request<catalog::ListCategoriesRequest>,
     ) -> Reply<catalog::ListCategoriesResponse> {
+        self.up()?;
         if self.hang_categories {
             std::future::pending::<()>().await;
         }

@@ -266,6 +266,7 @@ async fn a_wildcard_or_a_path_in_the_origin_list_stops_the_start() {
             cache_addr: None,
             auth_jwt_secret: crate::SECRET.into(),
             upstream_timeout_ms: 100,
+            stale_if_error_secs: gateway::DEFAULT_STALE_IF_ERROR_SECS,
             auth_jwt_previous_secrets: Vec::new(),
             auth_jwt_issuer: None,
             auth_jwt_audience: None,

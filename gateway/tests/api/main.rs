@@ -10,6 +10,7 @@ mod http_surface;
 mod limits;
 mod metrics;
 mod rest;
+mod stale;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -113,6 +114,7 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         cache_addr: None,
         auth_jwt_secret: SECRET.into(),
         upstream_timeout_ms: options.timeout_ms,
+        stale_if_error_secs: gateway::DEFAULT_STALE_IF_ERROR_SECS,
         auth_jwt_previous_secrets: Vec::new(),
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
@@ -154,6 +156,7 @@ async fn config_debug_hides_the_secret() {
         cache_addr: None,
         auth_jwt_secret: "super-secret-value-of-at-least-32-bytes".into(),
         upstream_timeout_ms: 10,
+        stale_if_error_secs: gateway::DEFAULT_STALE_IF_ERROR_SECS,
         auth_jwt_previous_secrets: Vec::new(),
         auth_jwt_issuer: None,
         auth_jwt_audience: None,
