@@ -1,5 +1,7 @@
 //! The production topology in a test: the four service binaries as separate processes on
 //! loopback ports, each stopped (SIGKILL, then reaped) when dropped.
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -48,12 +50,33 @@ pub fn free_port() -> u16 {
 pub struct Service {
     pub name: &'static str,
     child: Child,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    port: u16,
 }
 
 impl Service {
     /// Starts `bin args…` with `env` (and a quiet log) and waits until `port` accepts
     /// connections.
     pub fn start(bin: &'static str, args: &[&str], env: &[(&str, String)], port: u16) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let child = Self::spawn(bin, &args, &env);
+        let mut service = Self {
+            name: bin,
+            child,
+            args,
+            env,
+            port,
+        };
+        service.wait_for_port(port);
+        service
+    }
+
+    fn spawn(bin: &str, args: &[String], env: &[(String, String)]) -> Child {
         let mut command = Command::new(bin_dir().join(bin));
         command
             .args(args)
@@ -64,10 +87,32 @@ impl Service {
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().unwrap_or_else(|err| panic!("{bin}: {err}"));
-        let mut service = Self { name: bin, child };
-        service.wait_for_port(port);
-        service
+        command.spawn().unwrap_or_else(|err| panic!("{bin}: {err}"))
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The same binary, arguments and environment again, on the same port (after [`Service::kill`]).
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.name, &self.args, &self.env);
+        self.wait_for_port(self.port);
+    }
+
+    /// A signal by name (`TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("reaped")
     }
 
     fn wait_for_port(&mut self, port: u16) {
