@@ -47,6 +47,7 @@ struct Durations {
     before: Duration,
     fault: Duration,
     after: Duration,
+    soak: Duration,
 }
 
 impl Durations {
@@ -56,12 +57,14 @@ impl Durations {
                 before: Duration::from_secs(5),
                 fault: Duration::from_secs(10),
                 after: Duration::from_secs(10),
+                soak: Duration::from_secs(60),
             }
         } else {
             Self {
                 before: Duration::from_secs(2),
                 fault: Duration::from_secs(4),
                 after: Duration::from_secs(4),
+                soak: Duration::from_secs(21),
             }
         }
     }
@@ -352,9 +355,11 @@ impl Redis {
 
 /// The four services, each a process of its own, over mutual TLS.
 struct Topology {
-    _gateway: Service,
+    gateway: Service,
+    second_gateway_service: Service,
+    second_gateway_url: String,
     catalog: Service,
-    _enrollment: Service,
+    enrollment: Service,
     cache: Service,
     gateway_url: String,
     enrollment_url: String,
@@ -429,13 +434,11 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
     );
     // The load comes from one address: the per-caller limits would refuse it.
     let unlimited = || "100000000".to_owned();
-    let gateway = Service::start(
-        "gateway",
-        &[],
-        &env(
+    let gateway_env = |port: u16| {
+        env(
             "gateway",
             vec![
-                ("LISTEN_ADDR", addr(gateway_port)),
+                ("LISTEN_ADDR", addr(port)),
                 ("CATALOG_ADDR", url(catalog_port)),
                 ("ENROLLMENT_ADDR", url(enrollment_port)),
                 ("CACHE_ADDR", url(cache_port)),
@@ -447,13 +450,19 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
                 ("RATE_LIMIT_ADMIN_PER_MINUTE", unlimited()),
                 ("RATE_LIMIT_ADMIN_BURST", unlimited()),
             ],
-        ),
-        gateway_port,
-    );
+        )
+    };
+    // Two gateways, as behind a Kubernetes Service: the one the suite terminates, and another.
+    let second_port = free_port();
+    let gateways = [gateway_port, second_port]
+        .map(|port| Service::start("gateway", &[], &gateway_env(port), port));
+    let [gateway, second] = gateways;
     Topology {
-        _gateway: gateway,
+        gateway,
+        second_gateway_service: second,
+        second_gateway_url: url(second_port),
         catalog,
-        _enrollment: enrollment,
+        enrollment,
         cache,
         gateway_url: url(gateway_port),
         enrollment_url: url(enrollment_port),
@@ -549,9 +558,52 @@ fn failure_of(result: &Result<reqwest::Response, reqwest::Error>) -> Option<Stri
     }
 }
 
+/// The gateways behind one name, as a client that retries connection errors sees them: each
+/// request goes to the next gateway, and one whose connection fails before an answer (a gateway
+/// going away) is sent once more to the next. The writes retried this way are idempotent here (a
+/// title set twice; a second enrollment answers 409).
+#[derive(Clone)]
+struct Front {
+    http: reqwest::Client,
+    gateways: Arc<Vec<String>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests sent again to the other gateway after a connection error.
+    retried: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Front {
+    fn new(gateways: Vec<String>) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            gateways: Arc::new(gateways),
+            next: Arc::default(),
+            retried: Arc::default(),
+        }
+    }
+
+    async fn send(
+        &self,
+        request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let gateway = |n: usize| self.gateways[n % self.gateways.len()].as_str();
+        let result = request(&self.http, gateway(first)).send().await;
+        match result {
+            Err(err) if (err.is_connect() || err.is_request()) && self.gateways.len() > 1 => {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                request(&self.http, gateway(first + 1)).send().await
+            }
+            result => result,
+        }
+    }
+}
+
 impl Load {
     fn start(
-        gateway: &str,
+        front: &Front,
         courses: &[i64],
         learners: Arc<Vec<Learner>>,
         admin_token: String,
@@ -560,21 +612,16 @@ impl Load {
         let writes = Arc::new(tokio::sync::RwLock::new(()));
         let ledger = Arc::new(Ledger::default());
         let t0 = Instant::now();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
         let courses = Arc::new(courses.to_vec());
         let mut tasks = Vec::new();
         for reader in 0..READERS {
-            let (stop, ledger, http, courses, learners) = (
+            let (stop, ledger, front, courses, learners) = (
                 stop.clone(),
                 ledger.clone(),
-                http.clone(),
+                front.clone(),
                 courses.clone(),
                 learners.clone(),
             );
-            let gateway = gateway.to_owned();
             tasks.push(tokio::spawn(async move {
                 let mut rng = fastrand_seed(reader as u64);
                 while !stop.load(Ordering::Relaxed) {
@@ -582,16 +629,16 @@ impl Load {
                     let (kind, result) = match rng.next() % 3 {
                         0 => (
                             "catalog page",
-                            http.get(format!("{gateway}/v1/catalog?page_size=12"))
-                                .send()
+                            front
+                                .send(|http, gw| http.get(format!("{gw}/v1/catalog?page_size=12")))
                                 .await,
                         ),
                         1 => {
                             let course = courses[rng.next() as usize % courses.len()];
                             (
                                 "course details",
-                                http.get(format!("{gateway}/v1/courses/{course}"))
-                                    .send()
+                                front
+                                    .send(|http, gw| http.get(format!("{gw}/v1/courses/{course}")))
                                     .await,
                             )
                         }
@@ -599,9 +646,11 @@ impl Load {
                             let learner = &learners[rng.next() as usize % learners.len()];
                             (
                                 "my enrollments",
-                                http.get(format!("{gateway}/v1/me/enrollments?page_size=100"))
-                                    .bearer_auth(&learner.token)
-                                    .send()
+                                front
+                                    .send(|http, gw| {
+                                        http.get(format!("{gw}/v1/me/enrollments?page_size=100"))
+                                            .bearer_auth(&learner.token)
+                                    })
                                     .await,
                             )
                         }
@@ -615,14 +664,14 @@ impl Load {
             }));
         }
         for writer in 0..COURSE_WRITERS {
-            let (stop, writes, ledger, http, courses) = (
+            let (stop, writes, ledger, front, courses) = (
                 stop.clone(),
                 writes.clone(),
                 ledger.clone(),
-                http.clone(),
+                front.clone(),
                 courses.clone(),
             );
-            let (gateway, admin_token) = (gateway.to_owned(), admin_token.clone());
+            let admin_token = admin_token.clone();
             tasks.push(tokio::spawn(async move {
                 let mine: Vec<i64> = courses
                     .iter()
@@ -645,11 +694,12 @@ impl Load {
                         .titles
                         .push(title.clone());
                     let started = Instant::now();
-                    let result = http
-                        .patch(format!("{gateway}/v1/admin/courses/{course}"))
-                        .bearer_auth(&admin_token)
-                        .json(&json!({ "title": title }))
-                        .send()
+                    let result = front
+                        .send(|http, gw| {
+                            http.patch(format!("{gw}/v1/admin/courses/{course}"))
+                                .bearer_auth(&admin_token)
+                                .json(&json!({ "title": title }))
+                        })
                         .await;
                     let failure = failure_of(&result);
                     if let Ok(response) = result {
@@ -670,9 +720,8 @@ impl Load {
                     );
                     // Read it back through the gateway (and its cache).
                     let started = Instant::now();
-                    let result = http
-                        .get(format!("{gateway}/v1/courses/{course}"))
-                        .send()
+                    let result = front
+                        .send(|http, gw| http.get(format!("{gw}/v1/courses/{course}")))
                         .await;
                     let (failure, stale) = (failure_of(&result), marked_stale(&result));
                     // A copy marked stale is what the gateway promises when catalog-svc is down.
@@ -694,15 +743,14 @@ impl Load {
             }));
         }
         for enroller in 0..ENROLLERS {
-            let (stop, writes, ledger, http, courses, learners) = (
+            let (stop, writes, ledger, front, courses, learners) = (
                 stop.clone(),
                 writes.clone(),
                 ledger.clone(),
-                http.clone(),
+                front.clone(),
                 courses.clone(),
                 learners.clone(),
             );
-            let gateway = gateway.to_owned();
             tasks.push(tokio::spawn(async move {
                 // This enroller's pairs: learner i in course j where (i + j) % ENROLLERS is its
                 // own, so no two enrollers try the same pair.
@@ -718,11 +766,12 @@ impl Load {
                     let writing = writes.read().await;
                     let learner = &learners[learner];
                     let started = Instant::now();
-                    let result = http
-                        .post(format!("{gateway}/v1/enrollments"))
-                        .bearer_auth(&learner.token)
-                        .json(&json!({ "course_id": course }))
-                        .send()
+                    let result = front
+                        .send(|http, gw| {
+                            http.post(format!("{gw}/v1/enrollments"))
+                                .bearer_auth(&learner.token)
+                                .json(&json!({ "course_id": course }))
+                        })
                         .await;
                     // 409: an earlier attempt that was not acknowledged did land.
                     let failure = match &result {
@@ -835,6 +884,8 @@ struct Row {
     failed_but_applied: usize,
     /// Reads answered with a copy marked stale (catalog-svc down).
     served_stale: usize,
+    /// Requests the client sent again to the other gateway after a connection error.
+    retried: usize,
     stale_reads: usize,
     problems: Vec<String>,
 }
@@ -946,15 +997,17 @@ enum Fault {
     CacheSvcKilled,
     CatalogSvcKilled,
     PostgresRestarted,
+    GatewayTerminated,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::RedisKilled,
         Fault::RedisHung,
         Fault::CacheSvcKilled,
         Fault::CatalogSvcKilled,
         Fault::PostgresRestarted,
+        Fault::GatewayTerminated,
     ];
 
     fn name(self) -> &'static str {
@@ -964,6 +1017,7 @@ impl Fault {
             Fault::CacheSvcKilled => "cache-svc killed (SIGKILL), restarted",
             Fault::CatalogSvcKilled => "catalog-svc killed (SIGKILL), restarted",
             Fault::PostgresRestarted => "Postgres stopped (fast shutdown), started again",
+            Fault::GatewayTerminated => "one of two gateways terminated (SIGTERM), started again",
         }
     }
 
@@ -1011,6 +1065,12 @@ impl World {
                 self.pg
                     .run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
             }
+            Fault::GatewayTerminated => {
+                // As Kubernetes does: SIGTERM, then the pod is gone once it drained.
+                self.topology.gateway.signal("TERM");
+                let status = self.topology.gateway.wait();
+                assert!(status.success(), "the gateway drained and exited: {status}");
+            }
         }
     }
 
@@ -1021,6 +1081,7 @@ impl World {
             Fault::CacheSvcKilled => self.topology.cache.restart(),
             Fault::CatalogSvcKilled => self.topology.catalog.restart(),
             Fault::PostgresRestarted => self.pg.start_server(),
+            Fault::GatewayTerminated => self.topology.gateway.restart(),
         }
     }
 
@@ -1041,6 +1102,20 @@ impl World {
         match fault {
             Fault::RedisKilled | Fault::RedisHung => {
                 until_fallback(&self.http, &self.topology.cache_metrics_url, false, limit).await
+            }
+            Fault::GatewayTerminated => {
+                while started.elapsed() < limit {
+                    let ready = self
+                        .http
+                        .get(format!("{}/readyz", self.topology.gateway_url))
+                        .send()
+                        .await;
+                    if ready.is_ok_and(|r| r.status().is_success()) {
+                        return Some(started.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None
             }
             Fault::CacheSvcKilled => {
                 while started.elapsed() < limit {
@@ -1166,12 +1241,11 @@ async fn the_platform_rides_out_each_fault_under_load() {
     assert!(courses.len() >= 8, "the seeded catalog: {page}");
     let probe_course = courses.remove(0);
 
-    let load = Load::start(
-        &topology.gateway_url,
-        &courses,
-        learners.clone(),
-        admin.clone(),
-    );
+    let front = Front::new(vec![
+        topology.gateway_url.clone(),
+        topology.second_gateway_url.clone(),
+    ]);
+    let load = Load::start(&front, &courses, learners.clone(), admin.clone());
     let mut world = World {
         pg,
         redis,
@@ -1184,6 +1258,7 @@ async fn the_platform_rides_out_each_fault_under_load() {
     for fault in Fault::ALL {
         tokio::time::sleep(durations.before).await;
         let fault_start = load.now();
+        let retried_before = front.retried.load(Ordering::Relaxed);
         tokio::task::block_in_place(|| world.inject(fault));
         let switch_over = world.switch_over(fault, durations.fault).await;
         let remaining = durations.fault.saturating_sub(load.now() - fault_start);
@@ -1247,6 +1322,7 @@ async fn the_platform_rides_out_each_fault_under_load() {
             writes_lost: lost,
             failed_but_applied: ghosts,
             served_stale: all.iter().filter(|o| o.stale).count(),
+            retried: front.retried.load(Ordering::Relaxed) - retried_before,
             stale_reads: stale_during.len() + stale_after,
             problems,
         };
@@ -1268,7 +1344,15 @@ async fn the_platform_rides_out_each_fault_under_load() {
         rows.push(row);
     }
     let ledger = load.stop().await;
-    let table = render(&rows, durations, &ledger);
+
+    // Soak: the peak of this mix first (closed loop), then 80 % of it, paced, with every
+    // service's resident memory read at a third of the way and at the end.
+    let soak = soak(&world, &front, &courses, &learners, durations.soak).await;
+    println!("{}", soak.render());
+
+    let mut table = render(&rows, durations, &ledger);
+    table.push('\n');
+    table.push_str(&soak.render());
     println!("{table}");
     if let Ok(path) = std::env::var("LEARNHUB_FAULTS_REPORT") {
         std::fs::write(Path::new(&path), &table).unwrap();
@@ -1316,6 +1400,230 @@ async fn the_platform_rides_out_each_fault_under_load() {
             );
         }
     }
+    assert_eq!(soak.errors, 0, "soak: {:#?}", soak.first_errors);
+    for (service, early, late) in &soak.memory {
+        let drift = (*late as f64 - *early as f64) / *early as f64;
+        assert!(
+            drift.abs() <= 0.10,
+            "soak: {service}'s resident memory went from {early} kB to {late} kB"
+        );
+    }
+}
+
+/// What the soak measured.
+struct Soak {
+    peak: f64,
+    rate: f64,
+    duration: Duration,
+    requests: usize,
+    errors: usize,
+    first_errors: Vec<String>,
+    p99: Duration,
+    /// (service, resident kB at a third of the way, at the end).
+    memory: Vec<(&'static str, u64, u64)>,
+}
+
+impl Soak {
+    fn render(&self) -> String {
+        let mut out = format!(
+            "Soak: the mix's peak, closed loop with 32 callers: {:.0} requests/s; then {:.0} \
+             requests/s (80 %) for {} s, paced: {} requests, {} errors, p99 {} ms.\n\n\
+             | process | resident memory at {} s | at {} s | change |\n|---|---|---|---|\n",
+            self.peak,
+            self.rate,
+            self.duration.as_secs(),
+            self.requests,
+            self.errors,
+            self.p99.as_millis(),
+            self.duration.as_secs() / 3,
+            self.duration.as_secs(),
+        );
+        for (service, early, late) in &self.memory {
+            out.push_str(&format!(
+                "| {service} | {:.1} MiB | {:.1} MiB | {:+.1} % |\n",
+                *early as f64 / 1024.0,
+                *late as f64 / 1024.0,
+                (*late as f64 - *early as f64) * 100.0 / *early as f64
+            ));
+        }
+        out
+    }
+}
+
+/// VmRSS of a process, in kB.
+fn resident_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One request of the soak's mix: reads of the three kinds and, one in ten, a course edit.
+async fn soak_request(
+    front: &Front,
+    n: u64,
+    courses: &[i64],
+    learners: &[Learner],
+    admin: &str,
+) -> Result<(), String> {
+    let mut rng = fastrand_seed(n);
+    let result = match n % 10 {
+        0 => {
+            let course = courses[rng.next() as usize % courses.len()];
+            let title = format!("Soak {n}");
+            front
+                .send(|http, gw| {
+                    http.patch(format!("{gw}/v1/admin/courses/{course}"))
+                        .bearer_auth(admin)
+                        .json(&json!({ "title": title }))
+                })
+                .await
+        }
+        1..=3 => {
+            front
+                .send(|http, gw| http.get(format!("{gw}/v1/catalog?page_size=12")))
+                .await
+        }
+        4..=6 => {
+            let course = courses[rng.next() as usize % courses.len()];
+            front
+                .send(|http, gw| http.get(format!("{gw}/v1/courses/{course}")))
+                .await
+        }
+        _ => {
+            let learner = &learners[rng.next() as usize % learners.len()];
+            front
+                .send(|http, gw| {
+                    http.get(format!("{gw}/v1/me/enrollments?page_size=100"))
+                        .bearer_auth(&learner.token)
+                })
+                .await
+        }
+    };
+    match result {
+        Ok(response) if response.status().is_success() => {
+            let _ = response.bytes().await;
+            Ok(())
+        }
+        Ok(response) => Err(response.status().to_string()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+async fn soak(
+    world: &World,
+    front: &Front,
+    courses: &[i64],
+    learners: &Arc<Vec<Learner>>,
+    duration: Duration,
+) -> Soak {
+    const CALLERS: u64 = 32;
+    let courses = Arc::new(courses.to_vec());
+    let admin = Arc::new(world.admin.clone());
+    // The peak: 32 callers back to back for a few seconds.
+    let measure = Duration::from_secs(4).min(duration / 2);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let (front, courses, learners, admin, done) = (
+                front.clone(),
+                courses.clone(),
+                learners.clone(),
+                admin.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = caller;
+                while started.elapsed() < measure {
+                    let _ = soak_request(&front, n, &courses, &learners, &admin).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    n += CALLERS;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let peak = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let rate = peak * 0.8;
+
+    // 80 % of it, paced: request n leaves at n / rate, whoever is free sends it.
+    let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let outcomes = Arc::new(Mutex::new(Vec::<(Duration, Result<(), String>)>::new()));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CALLERS * 2)
+        .map(|_| {
+            let (front, courses, learners, admin, issued, outcomes) = (
+                front.clone(),
+                courses.clone(),
+                learners.clone(),
+                admin.clone(),
+                issued.clone(),
+                outcomes.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    let at = Duration::from_secs_f64(n as f64 / rate);
+                    if at >= duration {
+                        return;
+                    }
+                    tokio::time::sleep_until((started + at).into()).await;
+                    let sent = Instant::now();
+                    let outcome = soak_request(&front, n, &courses, &learners, &admin).await;
+                    outcomes.lock().unwrap().push((sent.elapsed(), outcome));
+                }
+            })
+        })
+        .collect();
+    let pids = [
+        ("gateway", world.topology.gateway.pid()),
+        (
+            "gateway (second)",
+            world.topology.second_gateway_service.pid(),
+        ),
+        ("catalog-svc", world.topology.catalog.pid()),
+        ("enrollment-svc", world.topology.enrollment.pid()),
+        ("cache-svc", world.topology.cache.pid()),
+    ];
+    tokio::time::sleep_until((started + duration / 3).into()).await;
+    let early: Vec<u64> = pids.iter().map(|(_, pid)| resident_kb(*pid)).collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let late: Vec<u64> = pids.iter().map(|(_, pid)| resident_kb(*pid)).collect();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let mut latencies: Vec<Duration> = outcomes.iter().map(|(latency, _)| *latency).collect();
+    latencies.sort();
+    let p99 = latencies
+        .get(latencies.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    let errors: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(_, outcome)| outcome.clone().err())
+        .collect();
+    Soak {
+        peak,
+        rate,
+        duration,
+        requests: outcomes.len(),
+        errors: errors.len(),
+        first_errors: errors.into_iter().take(10).collect(),
+        p99,
+        memory: pids
+            .iter()
+            .zip(early.iter().zip(&late))
+            .map(|((service, _), (early, late))| (*service, *early, *late))
+            .collect(),
+    }
 }
 
 fn millis(d: Option<Duration>) -> String {
@@ -1324,13 +1632,14 @@ fn millis(d: Option<Duration>) -> String {
 
 fn render_row(row: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} |",
         row.fault.name(),
         row.requests,
         row.failed_during,
         row.unclean,
         row.failed_after,
         row.served_stale,
+        row.retried,
         millis(row.switch_over),
         millis(row.recovery),
         row.slowest_during.as_millis(),
@@ -1353,9 +1662,9 @@ fn render(rows: &[Row], durations: Durations, ledger: &Ledger) -> String {
     );
     out.push_str(
         "| fault | requests | failed during | of which not a clean 503 | failed after | \
-         served stale (marked) | switch-over | recovery time | slowest request during | \
+         served stale (marked) | retried on the other gateway | switch-over | recovery time | slowest request during | \
          writes lost | failed but applied | stale reads |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         out.push_str(&render_row(row));

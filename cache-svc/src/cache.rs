@@ -24,7 +24,7 @@ use crate::{
 /// (a namespace bump on replay removes at least as much).
 const JOURNAL_LIMIT: usize = 10_000;
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Where requests go.

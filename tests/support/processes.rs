@@ -90,6 +90,11 @@ impl Service {
         command.spawn().unwrap_or_else(|err| panic!("{bin}: {err}"))
     }
 
+    /// The process id (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
