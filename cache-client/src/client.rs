@@ -244,6 +244,11 @@ impl CacheClient {
             error.type = Empty,
             otel.status_code = Empty,
         );
+        // Loads already under way may have read the database before the write this invalidation
+        // follows: callers from now on must not share them.
+        let text = pattern.as_str();
+        let prefix = &text[..text.find(['*', '?', '[', '\\']).unwrap_or(text.len())];
+        self.detach_flights(|key| key.starts_with(prefix));
         async {
             let result = self.send_pattern(pattern.as_str()).await;
             if let Err(err) = &result
@@ -270,6 +275,7 @@ impl CacheClient {
             otel.status_code = Empty,
         );
         let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        self.detach_flights(|key| keys.iter().any(|k| k == key));
         async {
             let result = self.send_delete(keys.clone()).await;
             if let Err(err) = &result
@@ -310,6 +316,14 @@ impl CacheClient {
     }
 
     /// One leader per key: the first caller loads, the others wait for its result.
+    /// Lets the loads under way for the keys `covers` finish for the callers they have, but
+    /// makes every later caller start its own: a load that began before a write may return what
+    /// the database held before it, and a caller that comes after the write (its own read-back)
+    /// must not get that. Only this process's flights: other processes rely on the fill's lease.
+    fn detach_flights(&self, covers: impl Fn(&str) -> bool) {
+        lock(&self.inner.flights).retain(|key, _| !covers(key));
+    }
+
     fn join_flight(&self, key: &str) -> Flight<'_> {
         let mut flights = lock(&self.inner.flights);
         if let Some(receiver) = flights.get(key) {

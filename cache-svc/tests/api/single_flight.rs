@@ -82,3 +82,60 @@ async fn one_thousand_callers_one_load() {
     assert_eq!(cache.counters().loader_runs, 1);
     app.stop().await;
 }
+
+/// A caller that comes after an invalidation does not share a load that began before it: that
+/// load may have read the database before the write, and the writer's own read-back must see the
+/// write (the fault suite caught one such stale read-back under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_begun_before_an_invalidation_is_not_shared_after_it() {
+    let app = spawn_app().await;
+    let cache = app.cache_client();
+    let key = CacheKey::new("course").push(5);
+    let ttl = Duration::from_secs(600);
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let before = {
+        let (cache, key, entered, release) =
+            (cache.clone(), key.clone(), entered.clone(), release.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, ttl, || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    Ok::<_, tonic::Status>(Row {
+                        title: "before the write".into(),
+                        version: 1,
+                    })
+                })
+                .await
+        })
+    };
+    entered.notified().await;
+    // The write commits, then invalidates.
+    cache.delete(std::slice::from_ref(&key)).await.unwrap();
+
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        cache.get_or_load(&key, ttl, || async {
+            Ok::<_, tonic::Status>(Row {
+                title: "after the write".into(),
+                version: 2,
+            })
+        }),
+    )
+    .await
+    .expect("a caller after the invalidation runs its own load instead of waiting for the old one")
+    .unwrap();
+    assert_eq!(after.version, 2);
+
+    release.notify_one();
+    assert_eq!(before.await.unwrap().unwrap().version, 1);
+    // The old load's fill carried a lease the invalidation removed: the cache keeps the new value.
+    let cached = cache
+        .get_or_load(&key, ttl, || async {
+            Ok::<Row, tonic::Status>(Row::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!(cached.version, 2);
+    app.stop().await;
+}
