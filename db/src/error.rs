@@ -23,16 +23,35 @@ impl DbError {
     }
 }
 
-/// A connection lost mid-query is the database being away, not a bad query.
+/// A connection lost mid-query is the database being away, not a bad query; so is a server
+/// that ends the session because it is shutting down, crashing or not yet up (SQLSTATE class 57:
+/// its transaction did not commit).
 pub fn query_error_is_unavailable(err: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
-    matches!(
-        err,
+    match err {
         Error::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | Error::BrokenTransactionManager
-    )
+            _,
+        )
+        | Error::BrokenTransactionManager => true,
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            is_server_going_away(info.message())
+        }
+        _ => false,
+    }
+}
+
+/// Postgres's messages for SQLSTATE 57P01–57P03. diesel-async reports these as `Unknown` with
+/// the server's message and no SQLSTATE, so the message is the only handle (a server set to
+/// another `lc_messages` makes them INTERNAL again).
+fn is_server_going_away(message: &str) -> bool {
+    const GOING_AWAY: [&str; 4] = [
+        "terminating connection due to administrator command",
+        "terminating connection because of crash of another server process",
+        "terminating connection due to unexpected postmaster exit",
+        "the database system is ",
+    ];
+    GOING_AWAY.iter().any(|prefix| message.starts_with(prefix))
 }
 
 /// The one error of a data service (catalog-svc, enrollment-svc) and its one mapping to a gRPC
@@ -131,5 +150,30 @@ impl From<ServiceError> for tonic::Status {
             }
             ServiceError::Status(status) => status,
         }
+    }
+}
+
+#[cfg(test)]
+mod going_away_tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::*;
+
+    fn unknown(message: &str) -> Error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_server_shutting_down_is_unavailable_and_a_bad_query_is_not() {
+        for message in [
+            "terminating connection due to administrator command",
+            "the database system is shutting down",
+            "the database system is starting up",
+        ] {
+            assert!(query_error_is_unavailable(&unknown(message)), "{message}");
+        }
+        assert!(!query_error_is_unavailable(&unknown(
+            "column \"nope\" does not exist"
+        )));
     }
 }
