@@ -6,10 +6,14 @@
 //! prints a table (fault | requests | failed during | failed after | recovery | writes lost |
 //! stale reads).
 //!
-//! CI runs it with short faults (4 s). `LEARNHUB_FAULTS_FULL=1` runs the durations the docs
-//! quote (10 s); `LEARNHUB_FAULTS_REPORT=<file>` also writes the table there (docs/faults.md).
+//! CI runs it with short faults (4 s) and a 21 s soak. `LEARNHUB_FAULTS_FULL=1` runs the
+//! durations docs/faults.md quotes (10 s faults, 60 s soak); `LEARNHUB_FAULTS_REPORT=<file>` also
+//! writes the table there.
 //!
-//! Faults so far: Redis killed (SIGKILL, restarted empty) and Redis hung (SIGSTOP, SIGCONT).
+//! Faults: Redis killed (SIGKILL, restarted empty), Redis hung (SIGSTOP, SIGCONT), cache-svc
+//! killed, catalog-svc killed, Postgres stopped (fast shutdown), one of two gateways terminated
+//! (SIGTERM); then the soak at 80 % of the mix's measured peak. Not yet: two catalog-svc replicas
+//! behind one name.
 #![allow(clippy::unwrap_used)]
 mod support {
     pub mod processes;
@@ -880,6 +884,11 @@ struct Row {
     recovery: Option<Duration>,
     slowest_during: Duration,
     writes_lost: usize,
+    /// An editor's read of its own acknowledged edit that showed the course's previous title.
+    /// Reported, not asserted: under release-build load about one in 15,000 read-backs does
+    /// this, cause not yet found (issue 15, cache coherence); the single-flight path it first
+    /// pointed at is fixed and tested in cache-svc's `single_flight` tests.
+    stale_read_backs: usize,
     /// Writes answered with a failure that the database holds all the same.
     failed_but_applied: usize,
     /// Reads answered with a copy marked stale (catalog-svc down).
@@ -985,6 +994,9 @@ async fn check_writes(
                 learner.id
             ));
         }
+    }
+    for problem in &problems {
+        println!("    after the fault: {problem}");
     }
     (lost, ghosts, stale, problems)
 }
@@ -1304,6 +1316,9 @@ async fn the_platform_rides_out_each_fault_under_load() {
                 })
             })
             .collect();
+        for stale in &stale_during {
+            println!("    stale read-back: {stale}");
+        }
         problems.extend(stale_during.iter().cloned());
         problems.extend(
             all.iter()
@@ -1323,7 +1338,8 @@ async fn the_platform_rides_out_each_fault_under_load() {
             failed_but_applied: ghosts,
             served_stale: all.iter().filter(|o| o.stale).count(),
             retried: front.retried.load(Ordering::Relaxed) - retried_before,
-            stale_reads: stale_during.len() + stale_after,
+            stale_reads: stale_after,
+            stale_read_backs: stale_during.len(),
             problems,
         };
         println!("{}", render_row(&row));
@@ -1632,7 +1648,7 @@ fn millis(d: Option<Duration>) -> String {
 
 fn render_row(row: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} | {} |",
         row.fault.name(),
         row.requests,
         row.failed_during,
@@ -1646,6 +1662,7 @@ fn render_row(row: &Row) -> String {
         row.writes_lost,
         row.failed_but_applied,
         row.stale_reads,
+        row.stale_read_backs,
     )
 }
 
@@ -1663,8 +1680,8 @@ fn render(rows: &[Row], durations: Durations, ledger: &Ledger) -> String {
     out.push_str(
         "| fault | requests | failed during | of which not a clean 503 | failed after | \
          served stale (marked) | retried on the other gateway | switch-over | recovery time | slowest request during | \
-         writes lost | failed but applied | stale reads |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         writes lost | failed but applied | stale reads after | stale read-backs of own edit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         out.push_str(&render_row(row));
