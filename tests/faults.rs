@@ -144,17 +144,23 @@ impl Postgres {
         pg
     }
 
-    /// `program args…` from the cluster's bin folder, as `postgres` when root; asserts success.
-    fn run(&self, program: &str, args: &[&str]) -> String {
+    /// `program` from the cluster's bin folder, as `postgres` when root.
+    fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
+        if self.as_postgres {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(&path);
             command
         } else {
             Command::new(&path)
-        };
-        let output = command
+        }
+    }
+
+    /// `program args…` (see [`Postgres::command`]); asserts success.
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let path = self.bin.join(program);
+        let output = self
+            .command(program)
             .args(args)
             .current_dir(&self.dir.0)
             .stdin(Stdio::null())
@@ -225,15 +231,8 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data.display().to_string();
-        let path = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
