@@ -337,22 +337,9 @@ impl Redis {
 }
 
 impl Drop for Redis {
+    /// SIGKILL ends it stopped (SIGSTOP) or not.
     fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.signal_quiet("CONT");
-        }
         self.kill();
-    }
-}
-
-impl Redis {
-    fn signal_quiet(&self, signal: &str) -> Option<()> {
-        let pid = self.child.as_ref()?.id().to_string();
-        Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .ok()
-            .map(|_| ())
     }
 }
 
@@ -626,10 +613,10 @@ impl Load {
                 learners.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                let mut rng = fastrand_seed(reader as u64);
+                let mut rng = fastrand::Rng::with_seed(reader as u64);
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let (kind, result) = match rng.next() % 3 {
+                    let (kind, result) = match rng.u8(..3) {
                         0 => (
                             "catalog page",
                             front
@@ -637,7 +624,7 @@ impl Load {
                                 .await,
                         ),
                         1 => {
-                            let course = courses[rng.next() as usize % courses.len()];
+                            let course = courses[rng.usize(..courses.len())];
                             (
                                 "course details",
                                 front
@@ -646,7 +633,7 @@ impl Load {
                             )
                         }
                         _ => {
-                            let learner = &learners[rng.next() as usize % learners.len()];
+                            let learner = &learners[rng.usize(..learners.len())];
                             (
                                 "my enrollments",
                                 front
@@ -818,22 +805,6 @@ impl Load {
         }
         self.ledger
     }
-}
-
-/// A tiny xorshift generator: the load only needs spread, not quality.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn fastrand_seed(seed: u64) -> Xorshift {
-    Xorshift(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
 }
 
 /// cache-svc's `learnhub_cache_fallback_active`, read with an independent Prometheus parser.
@@ -1486,10 +1457,10 @@ async fn soak_request(
     learners: &[Learner],
     admin: &str,
 ) -> Result<(), String> {
-    let mut rng = fastrand_seed(n);
+    let mut rng = fastrand::Rng::with_seed(n);
     let result = match n % 10 {
         0 => {
-            let course = courses[rng.next() as usize % courses.len()];
+            let course = courses[rng.usize(..courses.len())];
             let title = format!("Soak {n}");
             front
                 .send(|http, gw| {
@@ -1505,13 +1476,13 @@ async fn soak_request(
                 .await
         }
         4..=6 => {
-            let course = courses[rng.next() as usize % courses.len()];
+            let course = courses[rng.usize(..courses.len())];
             front
                 .send(|http, gw| http.get(format!("{gw}/v1/courses/{course}")))
                 .await
         }
         _ => {
-            let learner = &learners[rng.next() as usize % learners.len()];
+            let learner = &learners[rng.usize(..learners.len())];
             front
                 .send(|http, gw| {
                     http.get(format!("{gw}/v1/me/enrollments?page_size=100"))

@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 use crate::{
     memory::MemoryEndpoint,
-    rpc_call::{ObservedBody, RpcCall, Side, code_of_error},
+    rpc_call::{ObservedBody, RpcCall, Side, status_of_error},
     tls::MutualTls,
 };
 
@@ -368,29 +368,26 @@ impl Service<http::Request<Body>> for ServiceChannel {
                     Ok(response) => {
                         Ok(response.map(|body| Body::new(ObservedBody::new(body, Some(call)))))
                     }
-                    Err(err) => {
-                        let code = code_of_error(err.as_ref());
-                        call.finish(code);
+                    Err(err) => match status_of_error(err.as_ref()) {
+                        Some(status) => {
+                            call.finish(status.code());
+                            Err(err)
+                        }
                         // A failure below gRPC (no connection, a connection reset while the call
                         // waited: the callee was killed) would reach the caller as UNKNOWN
                         // "transport error"; it is the callee being unavailable.
-                        if code == tonic::Code::Unavailable && !holds_status(err.as_ref()) {
-                            return Err(Box::new(tonic::Status::unavailable(format!(
+                        None => {
+                            call.finish(tonic::Code::Unavailable);
+                            Err(Box::new(tonic::Status::unavailable(format!(
                                 "{service} unavailable: {err}"
-                            ))) as tower::BoxError);
+                            ))) as tower::BoxError)
                         }
-                        Err(err)
-                    }
+                    },
                 }
             }
             .instrument(span),
         )
     }
-}
-
-/// Whether a `tonic::Status` is somewhere in the error's chain (tonic then answers with it).
-fn holds_status(err: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(err), |err| err.source()).any(|err| err.is::<tonic::Status>())
 }
 
 /// `grpc-timeout` as the gRPC spec writes it: at most 8 digits and a unit.

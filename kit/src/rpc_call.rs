@@ -174,14 +174,19 @@ fn code_of_http_status(status: http::StatusCode) -> Code {
 /// The code of a failed call: the `Status` somewhere in the error's chain, else UNAVAILABLE
 /// (what is left is the transport failing: no connection, a reset stream).
 pub(crate) fn code_of_error(err: &(dyn Error + 'static)) -> Code {
+    status_of_error(err).map_or(Code::Unavailable, tonic::Status::code)
+}
+
+/// The `Status` somewhere in the error's chain (tonic answers the caller with it), if any.
+pub(crate) fn status_of_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a tonic::Status> {
     let mut source = Some(err);
     while let Some(err) = source {
         if let Some(status) = err.downcast_ref::<tonic::Status>() {
-            return status.code();
+            return Some(status);
         }
         source = err.source();
     }
-    Code::Unavailable
+    None
 }
 
 /// A response body that finishes its call when the trailers go by: with their `grpc-status`,
