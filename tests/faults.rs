@@ -349,6 +349,11 @@ struct Topology {
     second_gateway_service: Service,
     second_gateway_url: String,
     catalog: Service,
+    /// The second catalog-svc replica: callers balance over both.
+    catalog_replica: Service,
+    catalog_replica_metrics_url: String,
+    /// The `/metrics` of every caller of catalog-svc (both gateways, enrollment-svc).
+    callers_of_catalog_metrics: Vec<String>,
     enrollment: Service,
     cache: Service,
     gateway_url: String,
@@ -365,6 +370,7 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
         (free_port(), free_port(), free_port(), free_port());
     let (catalog_metrics, enrollment_metrics, cache_metrics) =
         (free_port(), free_port(), free_port());
+    let (replica_port, replica_metrics) = (free_port(), free_port());
     let addr = |port: u16| format!("127.0.0.1:{port}");
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let env = |service: &str, more: Vec<(&'static str, String)>| {
@@ -393,20 +399,29 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
         ),
         cache_port,
     );
-    let catalog = Service::start(
-        "catalog-svc",
-        &["serve"],
-        &env(
+    // Two catalog-svc replicas on one database, named together by every caller's CATALOG_ADDR
+    // (as a headless Service's name resolves to each pod).
+    let [catalog, catalog_replica] = [
+        (catalog_port, catalog_metrics),
+        (replica_port, replica_metrics),
+    ]
+    .map(|(port, metrics)| {
+        Service::start(
             "catalog-svc",
-            vec![
-                ("LISTEN_ADDR", addr(catalog_port)),
-                ("METRICS_ADDR", addr(catalog_metrics)),
-                ("DATABASE_URL", pg.url("catalog")),
-                ("CACHE_ADDR", url(cache_port)),
-            ],
-        ),
-        catalog_port,
-    );
+            &["serve"],
+            &env(
+                "catalog-svc",
+                vec![
+                    ("LISTEN_ADDR", addr(port)),
+                    ("METRICS_ADDR", addr(metrics)),
+                    ("DATABASE_URL", pg.url("catalog")),
+                    ("CACHE_ADDR", url(cache_port)),
+                ],
+            ),
+            port,
+        )
+    });
+    let catalog_addr = format!("{},{}", url(catalog_port), url(replica_port));
     let enrollment = Service::start(
         "enrollment-svc",
         &["serve"],
@@ -416,7 +431,7 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
                 ("LISTEN_ADDR", addr(enrollment_port)),
                 ("METRICS_ADDR", addr(enrollment_metrics)),
                 ("DATABASE_URL", pg.url("enrollment")),
-                ("CATALOG_ADDR", url(catalog_port)),
+                ("CATALOG_ADDR", catalog_addr.clone()),
                 ("CACHE_ADDR", url(cache_port)),
             ],
         ),
@@ -429,7 +444,7 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
             "gateway",
             vec![
                 ("LISTEN_ADDR", addr(port)),
-                ("CATALOG_ADDR", url(catalog_port)),
+                ("CATALOG_ADDR", catalog_addr.clone()),
                 ("ENROLLMENT_ADDR", url(enrollment_port)),
                 ("CACHE_ADDR", url(cache_port)),
                 ("AUTH_JWT_SECRET", SECRET.to_owned()),
@@ -452,6 +467,13 @@ fn start_topology(pg: &Postgres, redis: &Redis) -> Topology {
         second_gateway_service: second,
         second_gateway_url: url(second_port),
         catalog,
+        catalog_replica,
+        catalog_replica_metrics_url: format!("{}/metrics", url(replica_metrics)),
+        callers_of_catalog_metrics: vec![
+            format!("{}/metrics", url(gateway_port)),
+            format!("{}/metrics", url(second_port)),
+            format!("{}/metrics", url(enrollment_metrics)),
+        ],
         enrollment,
         cache,
         gateway_url: url(gateway_port),
@@ -822,6 +844,49 @@ async fn fallback_active(http: &reqwest::Client, metrics_url: &str) -> Option<bo
         })
 }
 
+/// The sum of `metric`'s samples labelled `label` at `metrics_url` (0 when unreachable: a
+/// restarted process starts from 0 too).
+async fn metric_sum(
+    http: &reqwest::Client,
+    metrics_url: &str,
+    metric: &str,
+    (label, value): (&str, &str),
+) -> f64 {
+    let Ok(response) = http.get(metrics_url).send().await else {
+        return 0.0;
+    };
+    let Ok(text) = response.text().await else {
+        return 0.0;
+    };
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+    else {
+        return 0.0;
+    };
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && s.labels.get(label) == Some(value))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// What catalog-svc's callers (both gateways, enrollment-svc) counted: (calls retried on
+/// another replica, replicas ejected).
+async fn catalog_callers_counted(world: &World) -> (f64, f64) {
+    let mut counted = (0.0, 0.0);
+    for url in &world.topology.callers_of_catalog_metrics {
+        let peer = ("peer", "catalog-svc");
+        counted.0 += metric_sum(&world.http, url, learnhub_kit::client::RETRIES, peer).await;
+        counted.1 += metric_sum(&world.http, url, learnhub_kit::client::EJECTIONS, peer).await;
+    }
+    counted
+}
+
 /// Waits (up to `limit`) until cache-svc's fallback is `active`; how long it took.
 async fn until_fallback(
     http: &reqwest::Client,
@@ -865,6 +930,9 @@ struct Row {
     served_stale: usize,
     /// Requests the client sent again to the other gateway after a connection error.
     retried: usize,
+    /// catalog-svc calls its callers sent again to another replica, and replicas they ejected.
+    replica_retries: f64,
+    ejections: f64,
     stale_reads: usize,
     problems: Vec<String>,
 }
@@ -978,16 +1046,18 @@ enum Fault {
     RedisHung,
     CacheSvcKilled,
     CatalogSvcKilled,
+    CatalogReplicaKilled,
     PostgresRestarted,
     GatewayTerminated,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::RedisKilled,
         Fault::RedisHung,
         Fault::CacheSvcKilled,
         Fault::CatalogSvcKilled,
+        Fault::CatalogReplicaKilled,
         Fault::PostgresRestarted,
         Fault::GatewayTerminated,
     ];
@@ -997,7 +1067,8 @@ impl Fault {
             Fault::RedisKilled => "Redis killed (SIGKILL), restarted empty",
             Fault::RedisHung => "Redis hung (SIGSTOP, then SIGCONT)",
             Fault::CacheSvcKilled => "cache-svc killed (SIGKILL), restarted",
-            Fault::CatalogSvcKilled => "catalog-svc killed (SIGKILL), restarted",
+            Fault::CatalogSvcKilled => "catalog-svc killed (both replicas, SIGKILL), restarted",
+            Fault::CatalogReplicaKilled => "one of two catalog-svc replicas killed, restarted",
             Fault::PostgresRestarted => "Postgres stopped (fast shutdown), started again",
             Fault::GatewayTerminated => "one of two gateways terminated (SIGTERM), started again",
         }
@@ -1041,7 +1112,11 @@ impl World {
             Fault::RedisKilled => self.redis.kill(),
             Fault::RedisHung => self.redis.signal("STOP"),
             Fault::CacheSvcKilled => self.topology.cache.kill(),
-            Fault::CatalogSvcKilled => self.topology.catalog.kill(),
+            Fault::CatalogSvcKilled => {
+                self.topology.catalog.kill();
+                self.topology.catalog_replica.kill();
+            }
+            Fault::CatalogReplicaKilled => self.topology.catalog_replica.kill(),
             Fault::PostgresRestarted => {
                 let data = self.pg.data.display().to_string();
                 self.pg
@@ -1061,7 +1136,11 @@ impl World {
             Fault::RedisKilled => self.redis.restart(),
             Fault::RedisHung => self.redis.signal("CONT"),
             Fault::CacheSvcKilled => self.topology.cache.restart(),
-            Fault::CatalogSvcKilled => self.topology.catalog.restart(),
+            Fault::CatalogSvcKilled => {
+                self.topology.catalog.restart();
+                self.topology.catalog_replica.restart();
+            }
+            Fault::CatalogReplicaKilled => self.topology.catalog_replica.restart(),
             Fault::PostgresRestarted => self.pg.start_server(),
             Fault::GatewayTerminated => self.topology.gateway.restart(),
         }
@@ -1096,6 +1175,23 @@ impl World {
                         return Some(started.elapsed());
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            }
+            Fault::CatalogReplicaKilled => {
+                // Re-admitted: the restarted replica serves its callers' calls again.
+                while started.elapsed() < limit {
+                    let served = metric_sum(
+                        &self.http,
+                        &self.topology.catalog_replica_metrics_url,
+                        "learnhub_rpc_server_duration_seconds_count",
+                        ("rpc_service", "learnhub.catalog.v1.CatalogService"),
+                    )
+                    .await;
+                    if served > 0.0 {
+                        return Some(started.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 None
             }
@@ -1241,6 +1337,7 @@ async fn the_platform_rides_out_each_fault_under_load() {
         tokio::time::sleep(durations.before).await;
         let fault_start = load.now();
         let retried_before = front.retried.load(Ordering::Relaxed);
+        let counted_before = catalog_callers_counted(&world).await;
         tokio::task::block_in_place(|| world.inject(fault));
         let switch_over = world.switch_over(fault, durations.fault).await;
         let remaining = durations.fault.saturating_sub(load.now() - fault_start);
@@ -1253,6 +1350,7 @@ async fn the_platform_rides_out_each_fault_under_load() {
         let settle_end = recovered + durations.after;
         tokio::time::sleep(settle_end.saturating_sub(load.now())).await;
 
+        let counted_after = catalog_callers_counted(&world).await;
         let paused = load.writes.write().await;
         let (lost, ghosts, stale_after, mut problems) = check_writes(
             &load.ledger,
@@ -1308,6 +1406,8 @@ async fn the_platform_rides_out_each_fault_under_load() {
             failed_but_applied: ghosts,
             served_stale: all.iter().filter(|o| o.stale).count(),
             retried: front.retried.load(Ordering::Relaxed) - retried_before,
+            replica_retries: (counted_after.0 - counted_before.0).max(0.0),
+            ejections: (counted_after.1 - counted_before.1).max(0.0),
             stale_reads: stale_after,
             stale_read_backs: stale_during.len(),
             problems,
@@ -1362,6 +1462,13 @@ async fn the_platform_rides_out_each_fault_under_load() {
                 ""
             }
         );
+        // The dead replica was taken out of the balance.
+        if row.fault == Fault::CatalogReplicaKilled {
+            assert!(
+                row.ejections >= 1.0,
+                "{name}: no caller ejected the dead replica"
+            );
+        }
         // A write caught by Postgres going down fails cleanly or succeeds, never both.
         if row.fault == Fault::PostgresRestarted {
             assert_eq!(row.failed_but_applied, 0, "{name}: {first:#?}");
@@ -1576,6 +1683,10 @@ async fn soak(
             world.topology.second_gateway_service.pid(),
         ),
         ("catalog-svc", world.topology.catalog.pid()),
+        (
+            "catalog-svc (second replica)",
+            world.topology.catalog_replica.pid(),
+        ),
         ("enrollment-svc", world.topology.enrollment.pid()),
         ("cache-svc", world.topology.cache.pid()),
     ];
@@ -1618,7 +1729,7 @@ fn millis(d: Option<Duration>) -> String {
 
 fn render_row(row: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} ms | {} | {} | {} | {} |",
         row.fault.name(),
         row.requests,
         row.failed_during,
@@ -1626,6 +1737,8 @@ fn render_row(row: &Row) -> String {
         row.failed_after,
         row.served_stale,
         row.retried,
+        row.replica_retries,
+        row.ejections,
         millis(row.switch_over),
         millis(row.recovery),
         row.slowest_during.as_millis(),
@@ -1649,9 +1762,9 @@ fn render(rows: &[Row], durations: Durations, ledger: &Ledger) -> String {
     );
     out.push_str(
         "| fault | requests | failed during | of which not a clean 503 | failed after | \
-         served stale (marked) | retried on the other gateway | switch-over | recovery time | slowest request during | \
+         served stale (marked) | retried on the other gateway | catalog-svc calls retried on the other replica / replicas ejected | switch-over | recovery time | slowest request during | \
          writes lost | failed but applied | stale reads after | stale read-backs of own edit |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         out.push_str(&render_row(row));

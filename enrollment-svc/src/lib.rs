@@ -60,8 +60,9 @@ pub struct Config {
     /// cache-svc address (http://host:port). Without it every read goes to the database.
     #[arg(long, env = "CACHE_ADDR")]
     pub cache_addr: Option<String>,
-    /// catalog-svc address (http://host:port): Enroll, progress and submissions check courses,
-    /// lessons and exercises there.
+    /// catalog-svc address (http://host:port; replicas: a name resolving to each, or a
+    /// comma-separated list): Enroll, progress and submissions check courses, lessons and
+    /// exercises there.
     #[arg(long, env = "CATALOG_ADDR")]
     pub catalog_addr: String,
     /// Deadline of each catalog-svc call (milliseconds); past it the call is UNAVAILABLE.

@@ -46,7 +46,8 @@ pub struct Config {
     /// Address to serve gRPC, gRPC-Web and REST on.
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: String,
-    /// catalog-svc's gRPC address, e.g. http://127.0.0.1:50051.
+    /// catalog-svc's gRPC address, e.g. http://127.0.0.1:50051; replicas: a name resolving to
+    /// each, or a comma-separated list.
     #[arg(long, env = "CATALOG_ADDR")]
     pub catalog_addr: String,
     /// enrollment-svc's gRPC address. Absent: learner calls answer UNAVAILABLE.

@@ -21,24 +21,33 @@
 //!   shorter one) and is abandoned with `DEADLINE_EXCEEDED` when it passes, even while the
 //!   channel is still connecting or has no endpoint at all.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, Weak},
     task::{Context, Poll},
     time::Duration,
 };
 
 use futures::future::BoxFuture;
+use http_body_util::BodyExt;
 use tonic::{
     body::Body,
-    transport::{Channel, Endpoint, Uri, channel::Change},
+    transport::{Endpoint, Uri},
 };
-use tower::{Service, ServiceExt};
+use tower::{
+    Service, ServiceExt,
+    retry::{
+        backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff},
+        budget::{Budget, TpsBudget},
+    },
+    util::rng::HasherRng,
+};
 use tracing::Instrument;
 
 use crate::{
     memory::MemoryEndpoint,
+    replicas::{Member, Replicas},
     rpc_call::{ObservedBody, RpcCall, Side, status_of_error},
     tls::MutualTls,
 };
@@ -133,12 +142,12 @@ pub fn configured(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|value| !value.is_empty())
 }
 
-/// A channel to the service at `addr` (`http://host:port`, a bare `host:port`, or
-/// `memory://name` on [`ClientOptions::memory`]'s network) that connects lazily, so a service
-/// starts before its dependencies. An IP literal gets one endpoint; a host
-/// name is resolved every few seconds and balanced over all its addresses. `service` names the
-/// callee in errors and logs (`catalog-svc`); `flag` names the setting in errors
-/// (`--catalog-addr`). Call inside a tokio runtime.
+/// A channel to the service at `addr` (`http://host:port`, a bare `host:port`, a comma-separated
+/// list of those naming the replicas of one service, or `memory://name` on
+/// [`ClientOptions::memory`]'s network) that connects lazily, so a service starts before its
+/// dependencies. Host names are resolved every few seconds; calls are balanced over every
+/// address. `service` names the callee in errors and logs (`catalog-svc`); `flag` names the
+/// setting in errors (`--catalog-addr`). Call inside a tokio runtime.
 pub fn connect(
     service: &'static str,
     flag: &'static str,
@@ -147,7 +156,7 @@ pub fn connect(
 ) -> Result<ServiceChannel, BadAddress> {
     let bad = |reason: String| BadAddress { flag, reason };
     let addr = addr.trim();
-    if let Some(callee) = addr
+    let replicas = if let Some(callee) = addr
         .strip_prefix(crate::memory::SCHEME)
         .and_then(|rest| rest.strip_prefix("://"))
     {
@@ -159,12 +168,36 @@ pub fn connect(
         let channel = endpoint(&format!("http://{callee}"))
             .map_err(|err| bad(format!("{addr:?} is not an address: {err}")))?
             .connect_with_connector_lazy(memory.connector(callee));
-        return Ok(ServiceChannel {
-            inner: channel,
+        Replicas::new(service, vec![Member::new(None, channel)])
+    } else {
+        let targets = addr
+            .split(',')
+            .map(|one| target(one.trim()).map_err(&bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        let replicas = Replicas::new(service, Vec::new());
+        tokio::spawn(keep_current(
             service,
-            timeout: options.timeout,
-        });
-    }
+            Arc::downgrade(&replicas),
+            targets,
+            options.resolver.clone(),
+            options.tls.clone(),
+        ));
+        replicas
+    };
+    Ok(ServiceChannel {
+        replicas,
+        service,
+        timeout: options.timeout,
+        budget: Arc::new(TpsBudget::new(
+            RETRY_BUDGET_TTL,
+            RETRY_BUDGET_MIN_PER_SEC,
+            RETRY_BUDGET_RATIO,
+        )),
+    })
+}
+
+/// One `host:port` of an address setting: an IP literal or a name to resolve.
+fn target(addr: &str) -> Result<(String, u16), String> {
     let with_scheme = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -172,118 +205,93 @@ pub fn connect(
     };
     let uri: Uri = with_scheme
         .parse()
-        .map_err(|err| bad(format!("{addr:?} is not an address: {err}")))?;
+        .map_err(|err| format!("{addr:?} is not an address: {err}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(bad(format!("{addr:?} must be http://host:port")));
+        return Err(format!("{addr:?} must be http://host:port"));
     }
     let host = uri
         .host()
-        .ok_or_else(|| bad(format!("{addr:?} has no host")))?
+        .ok_or_else(|| format!("{addr:?} has no host"))?
         .trim_matches(|c| c == '[' || c == ']')
         .to_owned();
     let port = uri
         .port_u16()
-        .ok_or_else(|| bad(format!("{addr:?} has no port")))?;
-    let channel = match (&options.tls, host.parse::<std::net::IpAddr>()) {
-        (None, Ok(_)) => endpoint(&format!(
-            "http://{}",
-            uri.authority().map_or("", |a| a.as_str())
-        ))
-        .map_err(|err| bad(err.to_string()))?
-        .connect_lazy(),
-        (None, Err(_)) => balanced(service, host, port, options.resolver.clone(), None),
-        // Over TLS even one address goes through the balancer: it is what reconnects every
-        // endpoint when the certificate changes.
-        (Some(tls), ip) => {
-            let resolver = match ip {
-                Ok(ip) => Resolver::fixed(HashMap::from([(
-                    host.clone(),
-                    vec![SocketAddr::new(ip, port)],
-                )])),
-                Err(_) => options.resolver.clone(),
-            };
-            balanced(service, host, port, resolver, Some(tls.clone()))
-        }
-    };
-    Ok(ServiceChannel {
-        inner: channel,
-        service,
-        timeout: options.timeout,
-    })
+        .ok_or_else(|| format!("{addr:?} has no port"))?;
+    Ok((host, port))
 }
 
-/// A channel balanced over every address `host` resolves to, kept current in the background;
-/// over mutual TLS with `tls`, every endpoint replaced when the certificate changes.
-fn balanced(
+/// Keeps `replicas` equal to what `targets` resolve to (IP literals as they are), re-resolving
+/// every few seconds; over mutual TLS with `tls`, every member replaced when the certificate
+/// changes. Ends when the channel is dropped.
+async fn keep_current(
     service: &'static str,
-    host: String,
-    port: u16,
+    replicas: Weak<Replicas>,
+    targets: Vec<(String, u16)>,
     resolver: Resolver,
     tls: Option<Arc<MutualTls>>,
-) -> Channel {
-    let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+) {
     let mut rotated = tls.as_ref().map(|tls| tls.changes());
-    tokio::spawn(async move {
-        let mut known: HashSet<SocketAddr> = HashSet::new();
-        let make = |addr: SocketAddr| -> Option<Endpoint> {
-            match &tls {
-                None => endpoint(&format!("http://{addr}")).ok(),
-                Some(tls) => endpoint(&format!("https://{addr}"))
-                    .and_then(|endpoint| endpoint.tls_config(tls.client_config(service)))
-                    .inspect_err(|err| tracing::warn!(service, %err, "TLS endpoint"))
-                    .ok(),
-            }
-        };
-        loop {
-            match resolver.resolve(&host, port).await {
-                Ok(found) => {
-                    let found: HashSet<SocketAddr> = found.into_iter().collect();
-                    for gone in known.difference(&found) {
-                        if changes.send(Change::Remove(*gone)).await.is_err() {
-                            return;
-                        }
+    let make = |addr: SocketAddr| -> Option<Arc<Member>> {
+        let endpoint = match &tls {
+            None => endpoint(&format!("http://{addr}")).ok(),
+            Some(tls) => endpoint(&format!("https://{addr}"))
+                .and_then(|endpoint| endpoint.tls_config(tls.client_config(service)))
+                .inspect_err(|err| tracing::warn!(service, %err, "TLS endpoint"))
+                .ok(),
+        }?;
+        Some(Member::new(Some(addr), endpoint.connect_lazy()))
+    };
+    let mut known: Vec<Arc<Member>> = Vec::new();
+    let mut rebuild = false;
+    loop {
+        let mut found: Vec<SocketAddr> = Vec::new();
+        let mut failed = false;
+        for (host, port) in &targets {
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => found.push(SocketAddr::new(ip, *port)),
+                Err(_) => match resolver.resolve(host, *port).await {
+                    Ok(addrs) => found.extend(addrs),
+                    Err(err) => {
+                        // Keep the last known addresses: a DNS hiccup must not empty the set.
+                        tracing::warn!(service, %host, %err, "cannot resolve; keeping known addresses");
+                        failed = true;
                     }
-                    for new in found.difference(&known) {
-                        let Some(endpoint) = make(*new) else {
-                            continue;
-                        };
-                        if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
-                            return;
-                        }
-                    }
-                    known = found;
-                }
-                // Keep the last known addresses: a DNS hiccup must not empty the pool.
-                Err(err) => {
-                    tracing::warn!(service, %host, %err, "cannot resolve; keeping known addresses");
-                }
-            }
-            if changes.is_closed() {
-                return;
-            }
-            let certificate_changed = async {
-                match rotated.as_mut() {
-                    Some(rotated) => rotated.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(RESOLVE_EVERY) => {}
-                true = certificate_changed => {
-                    // Same address, new endpoint: the balancer drops the old connection.
-                    for addr in &known {
-                        let Some(endpoint) = make(*addr) else {
-                            continue;
-                        };
-                        if changes.send(Change::Insert(*addr, endpoint)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+                },
             }
         }
-    });
-    channel
+        found.sort_unstable();
+        found.dedup();
+        let Some(current) = replicas.upgrade() else {
+            return;
+        };
+        let same =
+            known.len() == found.len() && known.iter().zip(&found).all(|(m, a)| m.addr == Some(*a));
+        if !failed && (rebuild || !same) {
+            // Members still resolved keep their connection (and their ejection), unless the
+            // certificate changed: then every one reconnects with the new one.
+            let members: Vec<Arc<Member>> = found
+                .iter()
+                .filter_map(|addr| match known.iter().find(|m| m.addr == Some(*addr)) {
+                    Some(kept) if !rebuild => Some(kept.clone()),
+                    _ => make(*addr),
+                })
+                .collect();
+            current.replace(members.clone());
+            known = members;
+        }
+        drop(current);
+        rebuild = false;
+        let certificate_changed = async {
+            match rotated.as_mut() {
+                Some(rotated) => rotated.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(RESOLVE_EVERY) => {}
+            true = certificate_changed => rebuild = true,
+        }
+    }
 }
 
 fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -295,12 +303,13 @@ fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
 }
 
 /// A channel to one learnhub service, made by [`connect`]: give it to a generated client
-/// (`CatalogServiceClient::new(channel)`). Clones share the connections.
+/// (`CatalogServiceClient::new(channel)`). Clones share the connections and the retry budget.
 #[derive(Clone)]
 pub struct ServiceChannel {
-    inner: Channel,
+    replicas: Arc<Replicas>,
     service: &'static str,
     timeout: Duration,
+    budget: Arc<TpsBudget>,
 }
 
 impl fmt::Debug for ServiceChannel {
@@ -322,6 +331,109 @@ impl ServiceChannel {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The addresses calls are balanced over now, and whether each is ejected.
+    pub fn replicas(&self) -> Vec<(Option<SocketAddr>, bool)> {
+        self.replicas
+            .members()
+            .iter()
+            .map(|member| (member.addr, member.is_ejected()))
+            .collect()
+    }
+}
+
+/// The most attempts one call makes (the first and two retries).
+const MAX_ATTEMPTS: u32 = 3;
+/// The retry budget, per channel: retries may add 20 % to the calls of the last 10 s, and 10
+/// a second when there were few calls. Beyond it a failure is returned as it is: a replica
+/// set that is down is not hammered by retries.
+const RETRY_BUDGET_TTL: Duration = Duration::from_secs(10);
+const RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
+const RETRY_BUDGET_RATIO: f32 = 0.2;
+/// Back-off before a retry that can only go to the replica that just failed.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// `learnhub_rpc_client_retries_total{peer, reason}`: attempts made again after a failure
+/// below gRPC (`not_sent`: the connection could not be made; `broken`: it broke under an
+/// idempotent call).
+pub const RETRIES: &str = "learnhub_rpc_client_retries_total";
+pub use crate::replicas::EJECTIONS;
+
+/// How an attempt failed, for the choice to retry it and to eject its replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No connection, or the replica refused the stream before reading it: the request was
+    /// not served, any call may go again (and a replica that refused a connection is ejected).
+    NotSent { connection: bool },
+    /// The connection broke under the call: it may have been served; only an idempotent call
+    /// goes again, and the replica is ejected.
+    Broken,
+    /// The callee answered, with a status or by resetting this one call: its answer stands.
+    Answered,
+    /// The call's deadline passed (tonic's own check of `grpc-timeout`): nothing is left to
+    /// retry in, and a slow replica is not a dead one.
+    TimedOut,
+}
+
+impl Failure {
+    fn of(err: &(dyn std::error::Error + 'static)) -> Self {
+        if status_of_error(err).is_some() {
+            return Self::Answered;
+        }
+        let mut source = Some(err);
+        while let Some(err) = source {
+            if err.is::<tonic::TimeoutExpired>() {
+                return Self::TimedOut;
+            }
+            if err.is::<tonic::ConnectError>() {
+                return Self::NotSent { connection: true };
+            }
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                if h2.is_io() || h2.is_go_away() {
+                    return Self::Broken;
+                }
+                // One stream reset by the peer, its connection alive: REFUSED_STREAM promises
+                // the request was not processed; any other reason is the peer's answer to it.
+                return if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    Self::NotSent { connection: false }
+                } else {
+                    Self::Answered
+                };
+            }
+            source = err.source();
+        }
+        Self::Broken
+    }
+
+    fn ejects(self) -> bool {
+        matches!(self, Self::NotSent { connection: true } | Self::Broken)
+    }
+}
+
+/// Whether calling `path` twice does what calling it once does: reads, and the writes that set
+/// a value (an update of given fields, a cache entry set, deleted or invalidated). Creating,
+/// enrolling, publishing, archiving, recording progress and submitting are not retried once
+/// sent: a second one adds a row or answers differently.
+pub fn idempotent(path: &str) -> bool {
+    let Some((service, method)) = path.trim_start_matches('/').rsplit_once('/') else {
+        return false;
+    };
+    ["Get", "List", "BatchGet", "Update"]
+        .iter()
+        .any(|prefix| method.starts_with(prefix))
+        || matches!(
+            (service, method),
+            ("grpc.health.v1.Health", "Check")
+                | (
+                    "learnhub.enrollment.v1.EnrollmentService",
+                    "EnrollmentStats"
+                )
+                | (
+                    "learnhub.cache.v1.CacheService",
+                    "Set" | "SetMany" | "Delete" | "InvalidatePattern" | "Clear"
+                )
+        )
 }
 
 impl Service<http::Request<Body>> for ServiceChannel {
@@ -330,7 +442,7 @@ impl Service<http::Request<Body>> for ServiceChannel {
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     /// Always ready: waiting for the channel happens inside the call, under its deadline (a
-    /// balanced channel with no endpoint would otherwise wait forever).
+    /// name not resolved yet would otherwise wait forever).
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
@@ -350,19 +462,28 @@ impl Service<http::Request<Body>> for ServiceChannel {
         if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(timeout)) {
             request.headers_mut().insert("grpc-timeout", value);
         }
-        let channel = self.inner.clone();
+        let channel = self.clone();
         let service = self.service;
         Box::pin(
             async move {
-                let sent = async move { channel.oneshot(request).await.map_err(Into::into) };
-                let answered = match tokio::time::timeout(timeout, sent).await {
-                    Ok(result) => result,
+                let deadline = tokio::time::Instant::now() + timeout;
+                let late = || {
                     // tonic turns a boxed Status back into that status.
-                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                    Box::new(tonic::Status::deadline_exceeded(format!(
                         "{service} did not answer within {} ms",
                         timeout.as_millis()
-                    ))) as tower::BoxError),
+                    ))) as tower::BoxError
                 };
+                let answered =
+                    match tokio::time::timeout_at(deadline, channel.attempts(request, deadline))
+                        .await
+                    {
+                        Ok(Err(err)) if Failure::of(err.as_ref()) == Failure::TimedOut => {
+                            Err(late())
+                        }
+                        Ok(result) => result,
+                        Err(_) => Err(late()),
+                    };
                 match answered {
                     Ok(response) if call.finish_from_head(&response) => Ok(response),
                     Ok(response) => {
@@ -387,6 +508,82 @@ impl Service<http::Request<Body>> for ServiceChannel {
             }
             .instrument(span),
         )
+    }
+}
+
+impl ServiceChannel {
+    /// Sends `request` to a replica, and again to another (or, when there is no other, to the
+    /// same after a jittered back-off) when it failed below gRPC in a way that allows it, within
+    /// [`MAX_ATTEMPTS`] and the retry budget. The request body is held for that: unary bodies
+    /// are small.
+    async fn attempts(
+        &self,
+        request: http::Request<Body>,
+        deadline: tokio::time::Instant,
+    ) -> Result<http::Response<Body>, tower::BoxError> {
+        let (head, body) = request.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let idempotent = idempotent(head.uri.path());
+        self.budget.deposit();
+        let mut backoff = ExponentialBackoffMaker::new(
+            RETRY_BACKOFF_MIN,
+            RETRY_BACKOFF_MAX,
+            1.0,
+            HasherRng::default(),
+        )
+        .map(|mut maker| maker.make_backoff())
+        .ok();
+        let mut failed: Option<Arc<Member>> = None;
+        let mut attempt = 1;
+        loop {
+            let member = self.replicas.next(failed.as_ref()).await;
+            if failed
+                .as_ref()
+                .is_some_and(|failed| Arc::ptr_eq(failed, &member))
+                && let Some(backoff) = backoff.as_mut()
+            {
+                backoff.next_backoff().await;
+            }
+            let mut request = http::Request::from_parts(
+                head.clone(),
+                Body::new(http_body_util::Full::new(body.clone())),
+            );
+            if attempt > 1 {
+                // A retry has what is left of the call's time, and says so to the callee.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(left)) {
+                    request.headers_mut().insert("grpc-timeout", value);
+                }
+            }
+            let answered = {
+                let _in_flight = member.enter();
+                member.channel.clone().oneshot(request).await
+            };
+            let err = match answered {
+                Ok(response) => return Ok(response),
+                Err(err) => tower::BoxError::from(err),
+            };
+            let failure = Failure::of(err.as_ref());
+            if failure.ejects() {
+                self.replicas.eject(&member, err.as_ref());
+            }
+            let again = match failure {
+                Failure::NotSent { .. } => true,
+                Failure::Broken => idempotent,
+                Failure::Answered | Failure::TimedOut => false,
+            };
+            if !again || attempt >= MAX_ATTEMPTS || !self.budget.withdraw() {
+                return Err(err);
+            }
+            let reason = match failure {
+                Failure::NotSent { .. } => "not_sent",
+                _ => "broken",
+            };
+            metrics::counter!(RETRIES, "peer" => self.service, "reason" => reason).increment(1);
+            tracing::debug!(service = self.service, %err, attempt, "retrying on another replica");
+            attempt += 1;
+            failed = Some(member);
+        }
     }
 }
 
@@ -430,6 +627,8 @@ mod tests {
             "catalog",
             "not a uri",
             "",
+            "http://catalog:1,",
+            "http://catalog:1,https://catalog:2",
         ] {
             assert!(
                 connect("catalog-svc", "--catalog-addr", bad, &options).is_err(),
@@ -441,12 +640,65 @@ mod tests {
             "127.0.0.1:50051",
             "http://localhost:50051",
             "http://[::1]:50051",
+            "http://catalog-a:50051, http://catalog-b:50051",
+            "127.0.0.1:50051,127.0.0.1:50052",
         ] {
             assert!(
                 connect("catalog-svc", "--catalog-addr", good, &options).is_ok(),
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn reads_and_setting_writes_are_idempotent_creating_ones_are_not() {
+        for path in [
+            "/learnhub.catalog.v1.CatalogService/GetCourse",
+            "/learnhub.catalog.v1.CatalogService/ListCourses",
+            "/learnhub.catalog.v1.CatalogService/BatchGetLessons",
+            "/learnhub.catalog.v1.CatalogService/UpdateCourse",
+            "/learnhub.enrollment.v1.EnrollmentService/EnrollmentStats",
+            "/learnhub.cache.v1.CacheService/Set",
+            "/learnhub.cache.v1.CacheService/InvalidatePattern",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert!(idempotent(path), "{path}");
+        }
+        for path in [
+            "/learnhub.catalog.v1.CatalogService/CreateCourse",
+            "/learnhub.catalog.v1.CatalogService/PublishCourse",
+            "/learnhub.catalog.v1.CatalogService/DeleteLesson",
+            "/learnhub.enrollment.v1.EnrollmentService/Enroll",
+            "/learnhub.enrollment.v1.EnrollmentService/RecordLessonProgress",
+            "/learnhub.enrollment.v1.EnrollmentService/SubmitExercise",
+            "/grpc.health.v1.Health/Watch",
+            "not a path",
+        ] {
+            assert!(!idempotent(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_failure_is_told_apart_by_what_the_callee_could_have_done() {
+        let connect = tonic::ConnectError(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(Failure::of(&connect), Failure::NotSent { connection: true });
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(
+            Failure::of(&refused),
+            Failure::NotSent { connection: false }
+        );
+        let cancelled = h2::Error::from(h2::Reason::CANCEL);
+        assert_eq!(Failure::of(&cancelled), Failure::Answered);
+        let status = tonic::Status::unavailable("database unavailable");
+        assert_eq!(Failure::of(&status), Failure::Answered);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(Failure::of(&reset), Failure::Broken);
+        assert_eq!(Failure::of(&tonic::TimeoutExpired(())), Failure::TimedOut);
+        assert!(!Failure::TimedOut.ejects());
+        assert!(Failure::Broken.ejects() && Failure::NotSent { connection: true }.ejects());
+        assert!(!Failure::Answered.ejects() && !Failure::NotSent { connection: false }.ejects());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod page_token;
+mod replicas;
 mod rpc_call;
 pub mod server;
 pub mod shutdown;

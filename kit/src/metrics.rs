@@ -80,7 +80,7 @@ fn registry() -> &'static Registry {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         "learnhub_build_info",
         "1 for each service in the process, labelled with its version"
@@ -94,6 +94,16 @@ fn describe() {
         crate::rpc_call::RPC_CLIENT_DURATION,
         Unit::Seconds,
         "gRPC calls made to other learnhub services, by callee, method and status code"
+    );
+    describe_counter!(
+        crate::client::RETRIES,
+        "gRPC call attempts made again after a failure below gRPC, by callee and reason \
+         (not_sent: no connection; broken: the connection broke under an idempotent call)"
+    );
+    describe_counter!(
+        crate::client::EJECTIONS,
+        "replicas of a callee taken out of the balance after failing below gRPC (re-admitted \
+         when they accept connections again)"
     );
     describe_histogram!(
         HTTP_SERVER_DURATION,
