@@ -46,14 +46,16 @@ pub struct Upstreams {
     timeout: Duration,
 }
 
-/// Readiness of one upstream, for `/readyz`.
+/// The longest `/readyz` waits for an upstream's health check: well inside a kubelet probe's
+/// timeout, so a slow upstream never fails the gateway's own readiness.
+const READINESS_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// State of one upstream, reported by `/readyz` (for people; the gateway's readiness does not
+/// depend on it).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     pub name: &'static str,
     pub ready: bool,
-    /// Whether the gateway is unready without it. cache-svc is not required: the services
-    /// read from their databases when it is away.
-    pub required: bool,
     /// "serving", or why not: "not_serving", "unavailable", "timeout", "unimplemented", ...
     pub state: String,
 }
@@ -180,7 +182,8 @@ impl Upstreams {
         }
     }
 
-    /// Checks every configured upstream's `grpc.health.v1` status concurrently.
+    /// Checks every configured upstream's `grpc.health.v1` status concurrently, each within
+    /// [`READINESS_CHECK_TIMEOUT`].
     pub async fn readiness(&self) -> Vec<Readiness> {
         let checks = [
             Some(&self.catalog),
@@ -199,21 +202,25 @@ impl Upstreams {
             service: upstream.health_service.to_owned(),
         });
         // The reason is kept short (a code, not the transport error): /readyz is public.
-        let state = match self.call(upstream.name, client.check(request)).await {
-            Ok(response) => match ServingStatus::try_from(response.status) {
+        let checked = tokio::time::timeout(
+            READINESS_CHECK_TIMEOUT,
+            self.call(upstream.name, client.check(request)),
+        )
+        .await;
+        let state = match checked {
+            Ok(Ok(response)) => match ServingStatus::try_from(response.status) {
                 Ok(ServingStatus::Serving) => "serving".to_owned(),
                 Ok(other) => other.as_str_name().to_lowercase(),
                 Err(_) => "unknown".to_owned(),
             },
-            Err(Error::Upstream { status, .. }) => {
+            Ok(Err(Error::Upstream { status, .. })) => {
                 crate::error::code_name(status.code()).to_owned()
             }
-            Err(_) => "timeout".to_owned(),
+            Ok(Err(_)) | Err(_) => "timeout".to_owned(),
         };
         Readiness {
             name: upstream.name,
             ready: state == "serving",
-            required: upstream.name != CACHE,
             state,
         }
     }
