@@ -11,6 +11,12 @@
 #   5. checkov checks the rendered manifests (kubernetes) and the Dockerfile (dockerfile);
 #      findings are fixed, or skipped in-line with a reason (checkov.io/skipN annotations,
 #      `# checkov:skip=` in the Dockerfile).
+#   Right after rendering, check-wiring.py checks the cross-references of the rendered objects
+#   (Service selectors and targetPorts, probe ports, Secret/ConfigMap refs, env variables
+#   against the binaries' --help, grace periods, NetworkPolicy selectors: it runs the binaries
+#   in $LEARNHUB_BIN_DIR, default ../target/debug, else ../target/release), and
+#   test_check_wiring.py proves each of those checks with a mutation test (and prints the
+#   mutation table). Each step's time is printed, and a summary at the end.
 # Usage: deploy/validate.sh        (K8S_VERSIONS="1.33.0 1.35.0" to choose the versions)
 # The Python tools are installed once into a virtualenv ($DEPLOY_VENV) from PyPI.
 set -euo pipefail
@@ -21,9 +27,21 @@ cd "$here"
 K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.34.0 1.35.0"}
 DEPLOY_VENV=${DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/learnhub-deploy-venv}
 # Pinned so that a new checkov release with new checks cannot fail an unchanged tree.
-TOOLS=(kubernetes-validate==1.37.0 yamllint==1.38.0 checkov==3.3.30)
+# PyYAML: check-observability.py and check-wiring.py import it (yamllint pulls in the same).
+TOOLS=(kubernetes-validate==1.37.0 yamllint==1.38.0 checkov==3.3.30 pyyaml==6.0.4)
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints its title; the previous step's time is printed when the next one starts.
+now_ms() { date +%s%3N; }
+started=$(now_ms)
+step_name="" step_start=$started timings=()
+end_step() {
+  if [[ -n $step_name ]]; then
+    local ms=$(( $(now_ms) - step_start ))
+    printf '   (%d.%03d s)\n' $((ms / 1000)) $((ms % 1000))
+    timings+=("$(printf '%7d.%03d s  %s' $((ms / 1000)) $((ms % 1000)) "$step_name")")
+  fi
+}
+step() { end_step; step_name=$*; step_start=$(now_ms); printf '\n== %s\n' "$*"; }
 
 if [[ ! -x "$DEPLOY_VENV/bin/checkov" || ! -f "$DEPLOY_VENV/.tools" || "$(cat "$DEPLOY_VENV/.tools")" != "${TOOLS[*]}" ]]; then
   step "installing ${TOOLS[*]} into $DEPLOY_VENV"
@@ -51,6 +69,12 @@ for overlay in dev prod; do
   printf '%-5s %3d objects\n' "$overlay" "$(grep -c '^kind:' "$out/$overlay.yaml")"
 done
 rendered=("$out/dev.yaml" "$out/prod.yaml")
+
+step "wiring (check-wiring.py: selectors, ports, probes, Secret/ConfigMap refs, env vs binaries, grace, NetworkPolicies)"
+"$bin/python" check-wiring.py "${rendered[@]}"
+
+step "wiring mutation tests (test_check_wiring.py)"
+LEARNHUB_RENDERED_DIR="$out" "$bin/python" -m unittest test_check_wiring
 
 step "kubernetes-validate --strict (Kubernetes $K8S_VERSIONS)"
 for version in $K8S_VERSIONS; do
@@ -94,4 +118,10 @@ step "checkov (dockerfile)"
 "$bin/checkov" --framework dockerfile --skip-download --compact --quiet -f Dockerfile
 grep -o 'checkov:skip=.*' Dockerfile | sed 's/^/  in-line skip: /'
 
+end_step
+total=$(( $(now_ms) - started ))
+printf '\n== step times\n'
+printf '%s\n' "${timings[@]}"
+printf '%7d.%03d s  total\n' $((total / 1000)) $((total % 1000))
+step_name=""
 step "deploy/ is valid"
