@@ -1514,6 +1514,9 @@ struct Soak {
     p99: Duration,
     /// (service, resident kB at a third of the way, at the end).
     memory: Vec<(&'static str, u64, u64)>,
+    /// CPU each process used from a third of the way to the end, in cores (the manifests'
+    /// requests come from it: deploy/README.md, "Sizing").
+    cpu: Vec<f64>,
 }
 
 impl Soak {
@@ -1521,7 +1524,7 @@ impl Soak {
         let mut out = format!(
             "Soak: the mix's peak, closed loop with 32 callers: {:.0} requests/s; then {:.0} \
              requests/s (80 %) for {} s, paced: {} requests, {} errors, p99 {} ms.\n\n\
-             | process | resident memory at {} s | at {} s | change |\n|---|---|---|---|\n",
+             | process | resident memory at {} s | at {} s | change | CPU (cores) over that time |\n|---|---|---|---|---|\n",
             self.peak,
             self.rate,
             self.duration.as_secs(),
@@ -1531,9 +1534,9 @@ impl Soak {
             self.duration.as_secs() / 3,
             self.duration.as_secs(),
         );
-        for (service, early, late) in &self.memory {
+        for ((service, early, late), cpu) in self.memory.iter().zip(&self.cpu) {
             out.push_str(&format!(
-                "| {service} | {:.1} MiB | {:.1} MiB | {:+.1} % |\n",
+                "| {service} | {:.1} MiB | {:.1} MiB | {:+.1} % | {cpu:.2} |\n",
                 *early as f64 / 1024.0,
                 *late as f64 / 1024.0,
                 (*late as f64 - *early as f64) * 100.0 / *early as f64
@@ -1541,6 +1544,31 @@ impl Soak {
         }
         out
     }
+}
+
+/// CPU time (user + system) a process has used, in seconds, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS_PER_SECOND.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces), from field 3 on: utime and
+            // stime are fields 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
 }
 
 /// VmRSS of a process, in kB.
@@ -1692,10 +1720,18 @@ async fn soak(
     ];
     tokio::time::sleep_until((started + duration / 3).into()).await;
     let early: Vec<u64> = pids.iter().map(|(_, pid)| resident_kb(*pid)).collect();
+    let cpu_early: Vec<f64> = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+    let early_at = Instant::now();
     for caller in callers {
         caller.await.unwrap();
     }
     let late: Vec<u64> = pids.iter().map(|(_, pid)| resident_kb(*pid)).collect();
+    let elapsed = early_at.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_early)
+        .map(|((_, pid), early)| (cpu_seconds(*pid) - early) / elapsed)
+        .collect();
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let mut latencies: Vec<Duration> = outcomes.iter().map(|(latency, _)| *latency).collect();
     latencies.sort();
@@ -1720,6 +1756,7 @@ async fn soak(
             .zip(early.iter().zip(&late))
             .map(|((service, _), (early, late))| (*service, *early, *late))
             .collect(),
+        cpu,
     }
 }
 
