@@ -1,12 +1,14 @@
 //! Admin views of the platform's databases: both data services' query-profiler statistics in one
 //! answer (`GET /v1/admin/db/stats`, gRPC `GetDbStats`), and its JSON rendering.
 use learnhub_proto::{
-    common::v1::{self as common, GetDbStatsRequest},
+    catalog::v1::{CourseStatus, ListCoursesRequest, ListCoursesResponse},
+    common::v1::{self as common, GetDbStatsRequest, ResetDbStatsRequest},
     gateway::v1::GetDbStatsResponse,
 };
 use serde::Serialize;
 
 use crate::{
+    audit,
     auth::{Caller, Role, require},
     error::Error,
     rest::json::rfc3339,
@@ -43,6 +45,67 @@ impl Gateway {
             catalog: Some(sorted(catalog)),
             enrollment: enrollment.map(sorted),
         })
+    }
+
+    /// Starts both data services' statistics afresh; the services that were reset.
+    pub async fn reset_db_stats(
+        &self,
+        caller: Option<&Caller>,
+    ) -> Result<Vec<&'static str>, Error> {
+        let admin = require(caller, Role::Admin)?;
+        let outcome = self.reset_both().await;
+        audit::record(
+            admin,
+            "db_stats.reset",
+            "catalog-svc, enrollment-svc",
+            outcome,
+        )
+    }
+
+    async fn reset_both(&self) -> Result<Vec<&'static str>, Error> {
+        let catalog = async {
+            let mut client = self.upstreams.catalog();
+            let request = self.upstreams.request(ResetDbStatsRequest {});
+            self.upstreams
+                .call(CATALOG, client.reset_db_stats(request))
+                .await
+                .map(|_| Some(CATALOG))
+        };
+        let enrollment = async {
+            if !self.upstreams.has_enrollment() {
+                return Ok(None);
+            }
+            let mut client = self.upstreams.enrollment()?;
+            let request = self.upstreams.request(ResetDbStatsRequest {});
+            self.upstreams
+                .call(ENROLLMENT, client.reset_db_stats(request))
+                .await
+                .map(|_| Some(ENROLLMENT))
+        };
+        let (catalog, enrollment) = tokio::try_join!(catalog, enrollment)?;
+        Ok([catalog, enrollment].into_iter().flatten().collect())
+    }
+
+    /// Courses of any status (the public catalog shows only published ones), for the admin
+    /// console's list of drafts.
+    pub async fn admin_courses(
+        &self,
+        caller: Option<&Caller>,
+        status: CourseStatus,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<ListCoursesResponse, Error> {
+        require(caller, Role::Admin)?;
+        let mut client = self.upstreams.catalog();
+        let request = self.upstreams.request(ListCoursesRequest {
+            status: status.into(),
+            page_size,
+            page_token,
+            ..ListCoursesRequest::default()
+        });
+        self.upstreams
+            .call(CATALOG, client.list_courses(request))
+            .await
     }
 }
 

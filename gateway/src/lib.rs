@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod audit;
 pub mod auth;
 pub(crate) mod catalog;
+pub(crate) mod console;
 pub(crate) mod cors;
 pub mod edge;
 pub(crate) mod error;

@@ -8,7 +8,7 @@ use crate::{
     on_both_backends,
 };
 
-on_both_backends!(auth_matrix, course_lifecycle);
+on_both_backends!(auth_matrix, course_lifecycle, console_routes);
 
 fn expired_admin() -> String {
     use jsonwebtoken::{EncodingKey, Header, encode};
@@ -233,4 +233,70 @@ async fn course_lifecycle(backend: Backend) {
     )
     .await;
     assert_eq!((status.as_u16(), code.as_str()), (404, "not_found"));
+}
+
+/// What the admin console reads and does beyond the other admin routes: the courses of one
+/// status (drafts, which the public catalog never shows) and a reset of both services' database
+/// statistics; bad input named.
+async fn console_routes(backend: Backend) {
+    let platform = spawn_platform(backend).await;
+    let response = platform
+        .post("/v1/admin/courses")
+        .bearer_auth(admin())
+        .json(&new_course("console-draft"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let draft: Value = response.json().await.unwrap();
+    let id = draft["id"].as_i64().unwrap();
+
+    let drafts = platform
+        .get_json_as(&admin(), "/v1/admin/courses?status=draft&page_size=100")
+        .await;
+    let listed: Vec<&Value> = drafts["courses"].as_array().unwrap().iter().collect();
+    assert!(listed.iter().any(|c| c["id"] == id), "{drafts}");
+    assert!(listed.iter().all(|c| c["status"] == "draft"), "{drafts}");
+    let published = platform
+        .get_json_as(&admin(), "/v1/admin/courses?status=published&page_size=100")
+        .await;
+    let published = published["courses"].as_array().unwrap();
+    assert!(!published.is_empty());
+    assert!(
+        published
+            .iter()
+            .all(|c| c["status"] == "published" && c["id"] != id)
+    );
+
+    for (query, field) in [("status=live", "status"), ("page_size=0", "page_size")] {
+        let response = platform
+            .get(&format!("/v1/admin/courses?{query}"))
+            .bearer_auth(admin())
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error_of(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_argument")
+        );
+        assert!(message.starts_with(field), "{message}");
+    }
+
+    // Reset: both services' statistics start afresh.
+    platform.get_json("/v1/catalog").await;
+    let before = platform.get_json_as(&admin(), "/v1/admin/db/stats").await;
+    assert!(before["catalog"]["totals"]["statements"].as_u64().unwrap() > 0);
+    let response = platform
+        .post("/v1/admin/db/stats/reset")
+        .bearer_auth(admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reset: Value = response.json().await.unwrap();
+    assert_eq!(reset["reset"], json!(["catalog-svc", "enrollment-svc"]));
+    let after = platform.get_json_as(&admin(), "/v1/admin/db/stats").await;
+    assert_eq!(after["catalog"]["totals"]["statements"], 0, "{after}");
+    assert_eq!(after["enrollment"]["totals"]["statements"], 0, "{after}");
 }

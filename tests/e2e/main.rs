@@ -13,6 +13,7 @@ mod authz;
 mod bad_input;
 mod cache;
 mod catalog;
+mod console;
 mod fanout;
 mod health;
 mod learner_bad_input;

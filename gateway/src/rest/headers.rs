@@ -47,10 +47,10 @@ pub async fn apply(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // A page that sets its own policy (the admin console) keeps it; everything else is JSON.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // The same URL answers differently with a token (the catalog adds the caller's enrollments).
     headers.append(header::VARY, HeaderValue::from_static("authorization"));

@@ -189,7 +189,8 @@ pub struct PageQuery {
     pub page_token: Option<String>,
 }
 
-fn page_size(text: Option<String>) -> Result<i32, Error> {
+/// A REST `page_size`: absent or empty is the default (0); else an integer in 1..=100.
+pub(crate) fn page_size(text: Option<String>) -> Result<i32, Error> {
     match text.filter(|t| !t.is_empty()) {
         None => Ok(0),
         Some(text) => match text.parse::<i32>() {

@@ -16,7 +16,10 @@ use axum::{
     routing::{get, patch, post},
 };
 use http::{HeaderMap, StatusCode};
-use learnhub_proto::{catalog::v1::CourseType, gateway::v1::GetCatalogPageRequest};
+use learnhub_proto::{
+    catalog::v1::{CourseStatus, CourseType},
+    gateway::v1::GetCatalogPageRequest,
+};
 
 use self::{
     extract::{AdminCaller, JsonBody, MaybeCaller, PathSegment, QueryParams},
@@ -27,7 +30,7 @@ use self::{
 };
 use crate::{
     admin::DbStatsPairJson,
-    catalog::{MAX_PAGE_SIZE, course_key},
+    catalog::course_key,
     error::{Error, ErrorBody},
     state::Gateway,
 };
@@ -47,7 +50,10 @@ pub fn router(gateway: Arc<Gateway>, security: headers::SecurityHeaders) -> Rout
         .route("/v1/catalog", get(catalog_page))
         .route("/v1/courses/{key}", get(course))
         .route("/v1/categories", get(categories))
-        .route("/v1/admin/courses", post(create_course))
+        .route("/admin", get(crate::console::index))
+        .route("/admin/", get(crate::console::index))
+        .route("/admin/assets/{*file}", get(crate::console::asset))
+        .route("/v1/admin/courses", post(create_course).get(admin_courses))
         .route("/v1/admin/courses/{id}", patch(update_course))
         .route("/v1/admin/courses/{id}/publish", post(publish_course))
         .route("/v1/admin/courses/{id}/archive", post(archive_course))
@@ -70,6 +76,7 @@ pub fn router(gateway: Arc<Gateway>, security: headers::SecurityHeaders) -> Rout
         .route("/v1/admin/cache/stats", get(cache_stats))
         .route("/v1/admin/cache/invalidate", post(invalidate_cache))
         .route("/v1/admin/db/stats", get(db_stats))
+        .route("/v1/admin/db/stats/reset", post(reset_db_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -92,17 +99,7 @@ fn catalog_request(query: CatalogQuery) -> Result<GetCatalogPageRequest, Error> 
         }
     };
     // Over REST an explicit page_size must be a real size; leaving it out means the default.
-    let page_size = match present(query.page_size) {
-        None => 0,
-        Some(text) => match text.parse::<i32>() {
-            Ok(size) if (1..=MAX_PAGE_SIZE).contains(&size) => size,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "page_size: must be an integer between 1 and {MAX_PAGE_SIZE}, got {text:?}"
-                )));
-            }
-        },
-    };
+    let page_size = learner::page_size(query.page_size)?;
     Ok(GetCatalogPageRequest {
         course_type: course_type.into(),
         category: present(query.category).unwrap_or_default(),
@@ -244,6 +241,54 @@ async fn db_stats(
 ) -> Result<Json<DbStatsPairJson>, Error> {
     let stats = gateway.db_stats(Some(&admin)).await?;
     Ok(Json(stats.into()))
+}
+
+#[tracing::instrument(skip_all, fields(route = "POST /v1/admin/db/stats/reset", admin = %admin.subject))]
+async fn reset_db_stats(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+) -> Result<Json<serde_json::Value>, Error> {
+    let reset = gateway.reset_db_stats(Some(&admin)).await?;
+    Ok(Json(serde_json::json!({ "reset": reset })))
+}
+
+#[tracing::instrument(skip_all, fields(route = "GET /v1/admin/courses", admin = %admin.subject))]
+async fn admin_courses(
+    State(gateway): State<Arc<Gateway>>,
+    AdminCaller(admin): AdminCaller,
+    QueryParams(query): QueryParams<learner::PageQuery>,
+) -> Result<Json<AdminCoursesJson>, Error> {
+    let present = |value: Option<String>| value.filter(|value| !value.is_empty());
+    let status = match present(query.status).as_deref() {
+        None => CourseStatus::Unspecified,
+        Some("draft") => CourseStatus::Draft,
+        Some("published") => CourseStatus::Published,
+        Some("archived") => CourseStatus::Archived,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "status: must be draft, published or archived, got {other:?}"
+            )));
+        }
+    };
+    let page_size = learner::page_size(query.page_size)?;
+    let page = gateway
+        .admin_courses(
+            Some(&admin),
+            status,
+            page_size,
+            present(query.page_token).unwrap_or_default(),
+        )
+        .await?;
+    Ok(Json(AdminCoursesJson {
+        courses: page.courses.into_iter().map(CourseJson::from).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+#[derive(Debug, serde::Serialize)]
+struct AdminCoursesJson {
+    courses: Vec<CourseJson>,
+    next_page_token: String,
 }
 
 /// Alive: answers without touching any upstream.
