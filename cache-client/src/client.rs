@@ -251,6 +251,9 @@ impl CacheClient {
         self.detach_flights(|key| key.starts_with(prefix));
         async {
             let result = self.send_pattern(pattern.as_str()).await;
+            // And those that began while it was on its way: one begun between the detach above
+            // and cache-svc applying the invalidation may have read the entry it removes.
+            self.detach_flights(|key| key.starts_with(prefix));
             if let Err(err) = &result
                 && err.is_outage()
             {
@@ -278,6 +281,8 @@ impl CacheClient {
         self.detach_flights(|key| keys.iter().any(|k| k == key));
         async {
             let result = self.send_delete(keys.clone()).await;
+            // As in `invalidate`: also the loads begun while the delete was on its way.
+            self.detach_flights(|key| keys.iter().any(|k| k == key));
             if let Err(err) = &result
                 && err.is_outage()
             {
