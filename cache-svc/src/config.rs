@@ -44,6 +44,12 @@ pub struct Config {
     /// Redis connections (each one multiplexes many calls).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: u32,
+    /// Every this many seconds, one INFO line per (caller, namespace) counting the
+    /// invalidations, deletes and values removed since the last (none when there were none);
+    /// each call itself is logged at debug (an operator's through the gateway stays an audit
+    /// event). 0: no summary.
+    #[arg(long, env = "CACHE_LOG_SUMMARY_SECS", default_value_t = 60)]
+    pub log_summary_secs: u64,
     /// HTTP/2 streams, requests in flight, connections, deadlines.
     #[command(flatten)]
     pub server_limits: ServerLimits,
@@ -68,6 +74,7 @@ impl Default for Config {
             lease_ttl_secs: 30,
             redis_timeout_ms: 500,
             redis_pool_size: 8,
+            log_summary_secs: 60,
             server_limits: ServerLimits::default(),
             tls: learnhub_kit::tls::TlsArgs::plaintext(),
         }

@@ -24,7 +24,7 @@
 //! - Redis persistence: a Redis restored from an old snapshot brings back whatever the snapshot
 //!   held, as it would for any DEL. Run the cache's Redis without persistence (as the tests do), or
 //!   with an AOF that syncs every write.
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use learnhub_kit::{
     limits::ServerLimits,
@@ -45,6 +45,7 @@ pub mod key;
 pub(crate) mod service;
 pub(crate) mod stats;
 pub(crate) mod store;
+pub(crate) mod summary;
 
 pub use cache::Cache;
 pub use config::Config;
@@ -64,6 +65,8 @@ pub struct Application {
     cache: Cache,
     limits: service::Limits,
     server_limits: ServerLimits,
+    /// How often the invalidation summary is logged; `None`: never.
+    log_summary: Option<Duration>,
     /// Mutual TLS under [`POLICY`], or plaintext.
     transport: Transport,
 }
@@ -127,6 +130,8 @@ impl Application {
                 max_value_bytes: config.max_value_bytes,
             },
             server_limits: config.server_limits.clone(),
+            log_summary: (config.log_summary_secs > 0)
+                .then(|| Duration::from_secs(config.log_summary_secs)),
             transport,
         })
     }
@@ -157,7 +162,18 @@ impl Application {
     /// background tasks.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let max_request_bytes = self.limits.max_value_bytes + MESSAGE_OVERHEAD_BYTES;
-        let api = service::CacheApi::new(self.cache.clone(), self.limits);
+        // The summary task stops with the server, however the server ends.
+        let stop_summary = shutdown.child_token();
+        let summary = self.log_summary.map(|every| {
+            let summary = Arc::new(summary::Summary::new());
+            let task = tokio::spawn(summary::run(summary.clone(), every, stop_summary.clone()));
+            (summary, task)
+        });
+        let api = service::CacheApi::new(
+            self.cache.clone(),
+            self.limits,
+            summary.as_ref().map(|(summary, _)| summary.clone()),
+        );
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(max_request_bytes)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -170,6 +186,11 @@ impl Application {
             &self.transport,
         );
         let result = metrics::serve_beside(self.metrics, shutdown, grpc).await;
+        stop_summary.cancel();
+        if let Some((_, task)) = summary {
+            // It writes the last period's lines as it stops.
+            let _ = task.await;
+        }
         self.cache.shutdown().await;
         result
     }

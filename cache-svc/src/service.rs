@@ -3,7 +3,13 @@
 //! Each data call runs in a span `cache {Rpc}` (a child of the server's span of the RPC; the Redis
 //! round trips are its children) saying the key's namespace and what came of it: `cache.result`
 //! hit | miss for a Get, counts for the batch calls.
-use std::time::Duration;
+//!
+//! Invalidations and deletes are logged at `debug` each and counted in the periodic
+//! [`Summary`]; an operator's (the gateway's admin route, or a caller that did not authenticate
+//! and so cannot be told from one) invalidation, and every Clear, is an INFO audit event.
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+use learnhub_kit::{enduser::EndUser, tls::Peer};
 
 use tracing::{Span, field::Empty};
 
@@ -20,6 +26,7 @@ use crate::{
     error::Error,
     key::{Key, Pattern},
     store::{Lookup, SetEntry},
+    summary::Summary,
 };
 
 /// Longest TTL accepted.
@@ -37,11 +44,17 @@ pub struct Limits {
 pub struct CacheApi {
     cache: Cache,
     limits: Limits,
+    /// Where invalidations and deletes are counted; `None` when no summary is logged.
+    summary: Option<Arc<Summary>>,
 }
 
 impl CacheApi {
-    pub fn new(cache: Cache, limits: Limits) -> Self {
-        Self { cache, limits }
+    pub fn new(cache: Cache, limits: Limits, summary: Option<Arc<Summary>>) -> Self {
+        Self {
+            cache,
+            limits,
+            summary,
+        }
     }
 
     fn set_entry(&self, request: SetRequest, field: &str) -> Result<SetEntry, Error> {
@@ -164,12 +177,26 @@ impl CacheService for CacheApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let caller = Caller::of(&request);
         let keys = parse_keys(request.into_inner().keys)?;
         let span = Span::current();
-        span.record("cache.key_namespace", keys.first().map(Key::namespace));
+        let namespace = keys.first().map(Key::namespace);
+        span.record("cache.key_namespace", namespace);
         span.record("cache.keys", keys.len());
         let deleted = self.cache.delete(&keys).await;
         span.record("cache.removed", deleted);
+        if let Some(namespace) = namespace {
+            tracing::debug!(
+                caller = %caller,
+                namespace,
+                keys = keys.len(),
+                removed = deleted,
+                "cache delete"
+            );
+            if let Some(summary) = &self.summary {
+                summary.delete(caller.service(), namespace, deleted);
+            }
+        }
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
@@ -182,20 +209,34 @@ impl CacheService for CacheApi {
         &self,
         request: Request<InvalidatePatternRequest>,
     ) -> Result<Response<InvalidatePatternResponse>, Status> {
-        let peer = peer(&request);
+        let caller = Caller::of(&request);
         let pattern = Pattern::parse(&request.into_inner().pattern)?;
         Span::current().record("cache.key_namespace", pattern.namespace());
         let removed = self.cache.invalidate(&pattern).await;
         Span::current().record("cache.removed", removed);
-        tracing::info!(
-            target: AUDIT,
-            action = "cache.invalidate",
-            resource = ?pattern,
-            caller = %peer,
-            outcome = "ok",
-            removed,
-            "audit"
-        );
+        if caller.is_operator() {
+            tracing::info!(
+                target: AUDIT,
+                action = "cache.invalidate",
+                resource = ?pattern,
+                caller = %caller,
+                enduser = caller.end_user(),
+                outcome = "ok",
+                removed,
+                "audit"
+            );
+        } else {
+            // A data service's invalidation after its own write: routine, counted in the summary.
+            tracing::debug!(
+                caller = %caller,
+                pattern = ?pattern,
+                removed,
+                "cache invalidation"
+            );
+        }
+        if let Some(summary) = &self.summary {
+            summary.invalidation(caller.service(), pattern.namespace(), removed);
+        }
         Ok(Response::new(InvalidatePatternResponse { removed }))
     }
 
@@ -215,12 +256,14 @@ impl CacheService for CacheApi {
         &self,
         request: Request<ClearRequest>,
     ) -> Result<Response<ClearResponse>, Status> {
+        let caller = Caller::of(&request);
         self.cache.clear().await;
         tracing::info!(
             target: AUDIT,
             action = "cache.clear",
             resource = "*",
-            caller = %peer(&request),
+            caller = %caller,
+            enduser = caller.end_user(),
             outcome = "ok",
             "audit"
         );
@@ -228,15 +271,61 @@ impl CacheService for CacheApi {
     }
 }
 
-/// The `tracing` target of audit events: every invalidation and clear, with who asked (the
-/// calling peer's address until services authenticate each other), what and the outcome; the
-/// log line's timestamp says when.
+/// The `tracing` target of audit events: an operator's invalidations and every clear, with who
+/// asked (the calling service, or the peer's address when it did not authenticate; and the end
+/// user the gateway acts for), what and the outcome; the log line's timestamp says when.
 const AUDIT: &str = "learnhub::audit";
 
-fn peer<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
+/// The service whose invalidations are an operator's: it calls InvalidatePattern only from its
+/// admin route (`POST /v1/admin/cache/invalidate`, audited there too), and Clear likewise.
+const OPERATOR_SERVICE: &str = "gateway";
+
+/// Who called: the service mutual TLS or the in-memory network vouches for, else the address.
+struct Caller {
+    service: Option<&'static str>,
+    addr: Option<SocketAddr>,
+    user: Option<EndUser>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Self {
+        let peer = request.extensions().get::<Peer>();
+        Self {
+            service: peer.and_then(|peer| peer.service),
+            addr: peer
+                .and_then(|peer| peer.remote_addr)
+                .or_else(|| request.remote_addr()),
+            user: request.extensions().get::<EndUser>().cloned(),
+        }
+    }
+
+    /// The caller's name in the summary: its service, or `unknown` (never an address: the
+    /// summary stays small).
+    fn service(&self) -> &'static str {
+        self.service.unwrap_or("unknown")
+    }
+
+    /// An operator's call: the gateway's, or one whose caller is unknown (plaintext: a data
+    /// service cannot be told from an operator, so it stays audited).
+    fn is_operator(&self) -> bool {
+        self.service
+            .is_none_or(|service| service == OPERATOR_SERVICE)
+    }
+
+    /// The end user the gateway forwarded (the admin who asked).
+    fn end_user(&self) -> Option<&str> {
+        self.user.as_ref().map(|user| &*user.id)
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.service, self.addr) {
+            (Some(service), _) => f.write_str(service),
+            (None, Some(addr)) => write!(f, "{addr}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
 }
 
 fn response(lookup: Lookup) -> GetResponse {
