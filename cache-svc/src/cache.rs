@@ -46,10 +46,12 @@ struct Journal {
 
 impl Journal {
     fn is_empty(&self) -> bool {
-        !self.clear
-            && self.namespaces.is_empty()
-            && self.patterns.is_empty()
-            && self.keys.is_empty()
+        !self.clear && self.len() == 0
+    }
+
+    /// Invalidations held (namespaces, patterns and keys; a clear is not counted).
+    fn len(&self) -> usize {
+        self.namespaces.len() + self.patterns.len() + self.keys.len()
     }
 
     fn add_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a Key>) {
@@ -99,6 +101,16 @@ impl Journal {
     }
 }
 
+/// How [`Cache::recover`] caught Redis up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// The journal was replayed (a clear included).
+    Replayed,
+    /// Redis held nothing of this cache (restarted empty, or new): the journal was dropped
+    /// unreplayed, this many invalidations in it.
+    Empty(usize),
+}
+
 /// Settings of the cache itself (the service adds request limits).
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -141,7 +153,8 @@ impl Cache {
     /// serves from it: while no cache-svc was running, writers' invalidations had nowhere to go,
     /// and the journal of the process that died is gone with it. The price is a cold cache after
     /// each start of cache-svc; the alternative, entries invalidated during the restart coming
-    /// back, is a stale read nobody can see coming.
+    /// back, is a stale read nobody can see coming. A Redis that holds nothing of this cache (see
+    /// [`RedisStore::check_empty`]) needs no clear.
     pub async fn start(options: CacheOptions, stats: Arc<Stats>) -> Result<Self, Error> {
         let redis = match options.redis {
             Some(redis_options) => Some(RedisSide {
@@ -169,10 +182,16 @@ impl Cache {
         report_fallback(false);
         if let Some(redis) = &cache.inner.redis {
             match cache.recover().await {
-                Ok(()) => {
+                Ok(Recovery::Replayed) => {
                     tracing::info!(
                         prefix = redis.store.prefix(),
                         "using redis (cleared at start)"
+                    );
+                }
+                Ok(Recovery::Empty(_)) => {
+                    tracing::info!(
+                        prefix = redis.store.prefix(),
+                        "using redis (empty at start: nothing to clear)"
                     );
                 }
                 Err(err) => {
@@ -466,8 +485,14 @@ impl Cache {
                 let Some(inner) = weak.upgrade() else { return };
                 let cache = Cache { inner };
                 match cache.recover().await {
-                    Ok(()) => {
+                    Ok(Recovery::Replayed) => {
                         tracing::info!("redis is back: journal replayed, serving from redis");
+                        return;
+                    }
+                    Ok(Recovery::Empty(dropped)) => {
+                        tracing::info!(
+                            "Redis came back empty: {dropped} journaled invalidations not replayed"
+                        );
                         return;
                     }
                     Err(err) => tracing::debug!(%err, ?delay, "redis still unavailable"),
@@ -477,13 +502,34 @@ impl Cache {
     }
 
     /// Connects, replays the journal until it is empty, then switches requests back to Redis.
-    async fn recover(&self) -> Result<(), Error> {
+    ///
+    /// When Redis holds nothing of this cache (it restarted empty; see
+    /// [`RedisStore::check_empty`]), no entry in it can be stale: what was journaled before the
+    /// check is dropped, not replayed (hundreds of SCANs and deletes, each deletion creating a
+    /// generation key, on a Redis that needs none). The journal is taken before the check: an
+    /// invalidation made after it may concern an entry another replica has written into the
+    /// fresh Redis since, so it stays journaled and is replayed as usual. Anything another
+    /// replica wrote before the check makes Redis not empty (a generation, or the marker written
+    /// with it), and the whole journal is replayed.
+    async fn recover(&self) -> Result<Recovery, Error> {
         let Some(redis) = &self.inner.redis else {
-            return Ok(());
+            return Ok(Recovery::Replayed);
         };
         redis.store.connect().await?;
+        let mut pending = std::mem::take(&mut *lock(&redis.journal));
+        let mut recovery = Recovery::Replayed;
+        match redis.store.check_empty().await {
+            Ok(true) => {
+                recovery = Recovery::Empty(pending.len());
+                pending = Journal::default();
+            }
+            Ok(false) => {}
+            Err(err) => {
+                lock(&redis.journal).merge(pending);
+                return Err(err);
+            }
+        }
         loop {
-            let pending = std::mem::take(&mut *lock(&redis.journal));
             if pending.is_empty() {
                 let mut mode = redis.mode.write().await;
                 // Memory-mode operations journal under the read side: none is half done now.
@@ -491,14 +537,13 @@ impl Cache {
                     *mode = Mode::Redis;
                     report_fallback(false);
                     redis.reconnecting.store(false, Ordering::SeqCst);
-                    return Ok(());
+                    return Ok(recovery);
                 }
-                continue;
-            }
-            if let Err(err) = self.replay(&redis.store, &pending).await {
+            } else if let Err(err) = self.replay(&redis.store, &pending).await {
                 lock(&redis.journal).merge(pending);
                 return Err(err);
             }
+            pending = std::mem::take(&mut *lock(&redis.journal));
         }
     }
 

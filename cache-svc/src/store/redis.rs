@@ -5,7 +5,11 @@
 //! - `P{ns}#gen`          the namespace generation (no TTL, never reset, see [`GENERATION_LUA`]);
 //! - `P{ns}#idx@{gen}`    sorted set of the generation's values (member `rest`, score = expiry in
 //!   ms): live counts in O(log N) and the list a background sweep deletes after a bump;
-//! - `P#namespaces`       set of namespaces ever written; `P#trash` old generations to sweep.
+//! - `P#namespaces`       set of namespaces ever written; `P#trash` old generations to sweep;
+//! - `P#epoch`            the marker (no TTL) that this Redis holds something under the prefix,
+//!   written with the first generation: when it is missing on reconnect and no generation exists
+//!   either, Redis lost everything (restarted empty) and the outage journal needs no replay (see
+//!   [`RedisStore::check_empty`]).
 //!
 //! Namespaces hold no `@`, `#` or `:`, so these families never collide. The scripts build key
 //! names from ARGV, which a single Redis (not Redis Cluster) allows.
@@ -43,7 +47,8 @@ const TAG_LEASE: u8 = b'l';
 /// Shared Lua helpers, prepended to every script.
 ///
 /// The generation is read with GET and never written with a TTL, so it cannot expire, and
-/// `volatile-*` eviction never picks it. If it is missing anyway (deleted by hand, evicted under an
+/// `volatile-*` eviction never picks it. Making one also writes the epoch marker `P#epoch` (NX, no
+/// TTL): Redis holds something of this store from then on. If it is missing anyway (deleted by hand, evicted under an
 /// `allkeys-*` policy, Redis restarted empty) it restarts from the current time in microseconds:
 /// larger than any value it held before unless the namespace was bumped more than a million times
 /// per second on average since that earlier start — so a generation never goes back to a value
@@ -53,19 +58,21 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function generation(base)
+local function generation(base, epoch)
   local g = redis.call('GET', base .. '#gen')
   if g then return g end
   local t = redis.call('TIME')
   g = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('SET', base .. '#gen', g)
+  redis.call('SET', epoch, g, 'NX')
   return g
 end
 ";
 
-/// ARGV: base (`P{ns}`), rest, new lease token, lease TTL ms. Returns the entry or the marker left.
+/// ARGV: base (`P{ns}`), rest, new lease token, lease TTL ms, epoch marker. Returns the entry or
+/// the lease marker left.
 const GET_LUA: &str = r"
-local g = generation(ARGV[1])
+local g = generation(ARGV[1], ARGV[5])
 local key = ARGV[1] .. '@' .. g .. ARGV[2]
 local v = redis.call('GET', key)
 if v then return v end
@@ -74,10 +81,10 @@ redis.call('SET', key, marker, 'PX', ARGV[4])
 return marker
 ";
 
-/// ARGV: base, rest, tagged value, TTL ms, lease ('0': unconditional), namespaces set, namespace.
-/// Returns 1 if stored, 0 if the lease's marker is gone (invalidated) or replaced.
+/// ARGV: base, rest, tagged value, TTL ms, lease ('0': unconditional), namespaces set, namespace,
+/// epoch marker. Returns 1 if stored, 0 if the lease's marker is gone (invalidated) or replaced.
 const SET_LUA: &str = r"
-local g = generation(ARGV[1])
+local g = generation(ARGV[1], ARGV[8])
 local key = ARGV[1] .. '@' .. g .. ARGV[2]
 if ARGV[5] ~= '0' then
   local marker = 'l' .. ARGV[5]
@@ -89,9 +96,10 @@ redis.call('SADD', ARGV[6], ARGV[7])
 return 1
 ";
 
-/// ARGV: base, rest. Removes the entry or marker; returns 1 if a value was removed.
+/// ARGV: base, rest, epoch marker. Removes the entry or lease marker; returns 1 if a value was
+/// removed.
 const DELETE_LUA: &str = r"
-local g = generation(ARGV[1])
+local g = generation(ARGV[1], ARGV[3])
 local key = ARGV[1] .. '@' .. g .. ARGV[2]
 local tag = redis.call('GETRANGE', key, 0, 0)
 if tag == '' then return 0 end
@@ -115,6 +123,23 @@ local removed = redis.call('ZCOUNT', idx, string.format('%d', now_ms()), '+inf')
 redis.call('INCR', ARGV[1] .. '#gen')
 if redis.call('EXISTS', idx) == 1 then redis.call('SADD', ARGV[2], ARGV[1] .. '@' .. g) end
 return removed
+";
+
+/// ARGV: epoch marker, namespaces set, trash set, probe: `check`, `none` (a SCAN found no
+/// generation under the prefix) or `found` (it found one). Returns 0 when Redis holds something of
+/// this store (the marker, one of the sets, or a generation found; the marker is written if it
+/// was missing: later checks need no SCAN), 1 when it holds nothing (the database is empty, or no
+/// generation was found), 2 for `check` when other keys exist (SCAN for generations, then call
+/// again). Nothing is written for 1: a prefix nobody used keeps no key.
+const EPOCH_LUA: &str = r"
+if redis.call('EXISTS', ARGV[1]) == 1 then return 0 end
+if redis.call('EXISTS', ARGV[2], ARGV[3]) > 0 or ARGV[4] == 'found' then
+  local t = redis.call('TIME')
+  redis.call('SET', ARGV[1], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  return 0
+end
+if ARGV[4] == 'check' and redis.call('DBSIZE') > 0 then return 2 end
+return 1
 ";
 
 /// KEYS: entries found by SCAN. ARGV: index key, length of the entry-name base `P{ns}@{gen}`.
@@ -179,6 +204,7 @@ struct Scripts {
     sweep: Script,
     prune: Script,
     key_count: Script,
+    epoch: Script,
 }
 
 impl Scripts {
@@ -193,10 +219,11 @@ impl Scripts {
             sweep: Script::new(SWEEP_LUA),
             prune: with_prelude(PRUNE_LUA),
             key_count: with_prelude(KEY_COUNT_LUA),
+            epoch: Script::new(EPOCH_LUA),
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.get,
             &self.set,
@@ -206,6 +233,7 @@ impl Scripts {
             &self.sweep,
             &self.prune,
             &self.key_count,
+            &self.epoch,
         ]
     }
 }
@@ -239,6 +267,8 @@ pub(crate) enum Command {
     Info,
     /// PING and SCRIPT LOAD (connecting, or after Redis lost the scripts).
     Load,
+    /// The epoch script: EXISTS of the marker and the sets, DBSIZE, SET of the marker if missing.
+    Epoch,
 }
 
 impl Command {
@@ -256,6 +286,7 @@ impl Command {
             Self::Members => "SMEMBERS",
             Self::Info => "INFO",
             Self::Load => "SCRIPT_LOAD",
+            Self::Epoch => "EPOCH",
         }
     }
 
@@ -273,6 +304,7 @@ impl Command {
             Self::Members => "redis SMEMBERS",
             Self::Info => "redis INFO",
             Self::Load => "redis SCRIPT_LOAD",
+            Self::Epoch => "redis EPOCH",
         }
     }
 
@@ -326,6 +358,7 @@ pub struct RedisStore {
     scripts: Scripts,
     namespaces_key: String,
     trash_key: String,
+    epoch_key: String,
 }
 
 impl RedisStore {
@@ -335,6 +368,7 @@ impl RedisStore {
         Ok(Self {
             namespaces_key: format!("{}#namespaces", options.prefix),
             trash_key: format!("{}#trash", options.prefix),
+            epoch_key: format!("{}#epoch", options.prefix),
             options,
             pool: RwLock::new(pool),
             stats,
@@ -371,7 +405,8 @@ impl RedisStore {
             call.arg(self.base(key.namespace()))
                 .arg(key.rest())
                 .arg(new_lease())
-                .arg(lease_ms);
+                .arg(lease_ms)
+                .arg(&self.epoch_key);
             pipe.invoke_script(&call);
         }
         let replies: Vec<Vec<u8>> = self.query(Command::Get, &pipe).await?;
@@ -391,7 +426,8 @@ impl RedisStore {
                 .arg(millis(entry.ttl).max(1))
                 .arg(entry.lease)
                 .arg(&self.namespaces_key)
-                .arg(entry.key.namespace());
+                .arg(entry.key.namespace())
+                .arg(&self.epoch_key);
             pipe.invoke_script(&call);
         }
         let stored: Vec<i64> = self.query(Command::Set, &pipe).await?;
@@ -403,7 +439,9 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for key in keys {
             let mut call = self.scripts.delete.prepare_invoke();
-            call.arg(self.base(key.namespace())).arg(key.rest());
+            call.arg(self.base(key.namespace()))
+                .arg(key.rest())
+                .arg(&self.epoch_key);
             pipe.invoke_script(&call);
         }
         let deleted: Vec<i64> = self.query(Command::Delete, &pipe).await?;
@@ -493,7 +531,48 @@ impl RedisStore {
             .await?
             .into_iter()
             .collect();
+        namespaces.extend(self.generations(false).await?);
+        let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        for chunk in namespaces.chunks(BATCH) {
+            self.bump(chunk).await?;
+        }
+        self.sweep_trash().await?;
+        Ok(())
+    }
+
+    /// Whether Redis holds nothing of this store: the epoch marker is missing and no namespace
+    /// generation exists either (which covers a marker lost to `allkeys-*` eviction, or never
+    /// written by an older cache-svc). Then no entry in it can be stale, and an outage journal
+    /// needs no replay. When Redis does hold something, the marker is left for the next check.
+    ///
+    /// One round trip when the marker is there or the database is empty; a SCAN for generation
+    /// keys only when the marker is missing from a database holding other keys.
+    pub async fn check_empty(&self) -> Result<bool, Error> {
+        match self.epoch("check").await? {
+            2 => {
+                let found = !self.generations(true).await?.is_empty();
+                Ok(self.epoch(if found { "found" } else { "none" }).await? == 1)
+            }
+            empty => Ok(empty == 1),
+        }
+    }
+
+    async fn epoch(&self, probe: &str) -> Result<u8, Error> {
+        let mut call = self.scripts.epoch.prepare_invoke();
+        call.arg(&self.epoch_key)
+            .arg(&self.namespaces_key)
+            .arg(&self.trash_key)
+            .arg(probe);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&call);
+        let (answer,): (u8,) = self.query(Command::Epoch, &pipe).await?;
+        Ok(answer)
+    }
+
+    /// Namespaces with a generation key, found by SCAN; with `first_only`, stops at the first.
+    async fn generations(&self, first_only: bool) -> Result<Vec<String>, Error> {
         let matcher = format!("{}*#gen", escape_glob(&self.options.prefix));
+        let mut namespaces = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
@@ -513,20 +592,14 @@ impl RedisStore {
                     .and_then(|rest| rest.strip_suffix("#gen"))
                     .filter(|ns| !ns.is_empty() && !ns.contains([':', '@', '#']))
                 {
-                    namespaces.insert(namespace.to_owned());
+                    namespaces.push(namespace.to_owned());
                 }
             }
             cursor = next;
-            if cursor == 0 {
-                break;
+            if cursor == 0 || (first_only && !namespaces.is_empty()) {
+                return Ok(namespaces);
             }
         }
-        let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
-        for chunk in namespaces.chunks(BATCH) {
-            self.bump(chunk).await?;
-        }
-        self.sweep_trash().await?;
-        Ok(())
     }
 
     /// Background upkeep: deletes the values of bumped generations and drops expired members from

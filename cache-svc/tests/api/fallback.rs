@@ -1,8 +1,10 @@
 //! Redis down at start or later: the in-process store serves, errors are counted, the service
 //! reconnects by itself, and nothing invalidated during the outage comes back.
+use bb8_redis::redis;
 use cache_svc::Config;
+use learnhub_proto::cache::v1::{DeleteRequest, InvalidatePatternRequest};
 
-use crate::helpers::{RedisProcess, spawn_app_with, test_config};
+use crate::helpers::{RedisProcess, TestApp, redis_conn, spawn_app_with, test_config};
 
 fn config_for(redis: &RedisProcess) -> Config {
     Config {
@@ -41,7 +43,6 @@ async fn outage_invalidations_are_replayed_before_redis_serves_again() {
 
     // Writes during the outage.
     let mut grpc = app.grpc.clone();
-    use learnhub_proto::cache::v1::{DeleteRequest, InvalidatePatternRequest};
     grpc.delete(DeleteRequest {
         keys: vec!["k:deleted".into()],
     })
@@ -107,5 +108,147 @@ async fn redis_restarted_empty_is_picked_up_again() {
     // Generations restart above their old values; the scripts are loaded again.
     assert!(app.set("r:k", b"w", 60).await);
     assert_eq!(app.get("r:k").await.as_deref(), Some(&b"w"[..]));
+    app.stop().await;
+}
+
+/// `calls` of each command the redis-server ran (scripts' own calls included), from INFO
+/// commandstats.
+async fn command_calls(redis: &RedisProcess) -> std::collections::HashMap<String, u64> {
+    let mut conn = redis_conn(&redis.url()).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (command, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((command.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn epoch_marker_exists(redis: &RedisProcess, app: &TestApp) -> bool {
+    let mut conn = redis_conn(&redis.url()).await;
+    redis::cmd("EXISTS")
+        .arg(format!("{}#epoch", app.config.key_prefix))
+        .query_async::<u64>(&mut conn)
+        .await
+        .unwrap()
+        == 1
+}
+
+/// Fails the service over (Redis is down), then journals hundreds of invalidations: patterns one
+/// by one, deletes, a namespace and a fresh write.
+async fn journal_hundreds(app: &TestApp) {
+    assert_eq!(app.get("k:1").await, None);
+    assert_eq!(app.stats().await.store, "memory");
+    let mut grpc = app.grpc.clone();
+    for i in 0..200 {
+        grpc.invalidate_pattern(InvalidatePatternRequest {
+            pattern: format!("p{i}:x:*"),
+        })
+        .await
+        .unwrap();
+    }
+    grpc.delete(DeleteRequest {
+        keys: (0..300).map(|i| format!("d{}:{i}", i % 7)).collect(),
+    })
+    .await
+    .unwrap();
+    grpc.invalidate_pattern(InvalidatePatternRequest {
+        pattern: "ns:*".into(),
+    })
+    .await
+    .unwrap();
+    assert!(app.set("k:2", b"outage", 3600).await);
+}
+
+#[tokio::test]
+async fn redis_back_empty_gets_no_replay() {
+    let mut redis = RedisProcess::start();
+    let app = spawn_app_with(config_for(&redis)).await;
+    assert_eq!(app.stats().await.store, "redis");
+    for key in ["k:1", "k:2", "ns:a", "p1:x:1", "d1:1"] {
+        assert!(app.set(key, b"old", 3600).await);
+    }
+    assert!(epoch_marker_exists(&redis, &app).await);
+    // Killed without a SAVE: it comes back empty.
+    redis.kill();
+    journal_hundreds(&app).await;
+
+    redis.restart();
+    app.wait_for_store("redis").await;
+
+    // No replay: no SCAN, no generation read (each pattern's first step), no delete script
+    // (which reads, and creates, the generation), nothing deleted or bumped.
+    let calls = command_calls(&redis).await;
+    for command in ["scan", "get", "unlink", "incr", "zrem"] {
+        assert_eq!(calls.get(command), None, "{command} ran: {calls:?}");
+    }
+    // No key at all: no generation was created (nor the marker that comes with the first one).
+    let mut conn = redis_conn(&redis.url()).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys, Vec::<String>::new());
+
+    // Nothing stale is served, and the cache works.
+    for key in ["k:1", "k:2", "ns:a", "p1:x:1", "d1:1"] {
+        assert_eq!(app.get(key).await, None, "{key} came back");
+    }
+    assert!(app.set("k:1", b"new", 3600).await);
+    assert_eq!(app.get("k:1").await.as_deref(), Some(&b"new"[..]));
+    assert!(epoch_marker_exists(&redis, &app).await);
+    app.stop().await;
+}
+
+/// Redis came back without the marker but holding generations (another replica, or a cache-svc
+/// without the marker, wrote into it first; or the marker was evicted): not empty, so the journal
+/// is replayed.
+#[tokio::test]
+async fn redis_back_with_generations_but_no_marker_is_replayed() {
+    let mut redis = RedisProcess::start();
+    let app = spawn_app_with(config_for(&redis)).await;
+    for key in ["o:gone", "o:kept", "p:x:1", "p:y:1"] {
+        assert!(app.set(key, b"old", 3600).await);
+    }
+    let prefix = &app.config.key_prefix;
+    let mut conn = redis_conn(&redis.url()).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}#epoch"))
+        .arg(format!("{prefix}#namespaces"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    redis.save().await;
+    redis.kill();
+
+    assert_eq!(app.get("o:kept").await, None);
+    assert_eq!(app.stats().await.store, "memory");
+    let mut grpc = app.grpc.clone();
+    grpc.delete(DeleteRequest {
+        keys: vec!["o:gone".into()],
+    })
+    .await
+    .unwrap();
+    grpc.invalidate_pattern(InvalidatePatternRequest {
+        pattern: "p:x:*".into(),
+    })
+    .await
+    .unwrap();
+
+    redis.restart();
+    app.wait_for_store("redis").await;
+    assert!(epoch_marker_exists(&redis, &app).await);
+    assert_eq!(app.get("o:gone").await, None, "o:gone came back");
+    assert_eq!(app.get("p:x:1").await, None, "p:x:1 came back");
+    // Replayed, not cleared.
+    assert_eq!(app.get("o:kept").await.as_deref(), Some(&b"old"[..]));
+    assert_eq!(app.get("p:y:1").await.as_deref(), Some(&b"old"[..]));
     app.stop().await;
 }
