@@ -14,21 +14,31 @@ use learnhub_kit::client::{ClientOptions, Resolver, ServiceChannel, connect};
 use tokio::io::AsyncReadExt;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-/// A peer that takes the connection, reads what the caller sends, then drops it as a killed
-/// process would: the call fails UNAVAILABLE (tonic alone says UNKNOWN "transport error", which
-/// a gateway would have to answer with a 500).
-#[tokio::test]
-async fn a_callee_that_dies_mid_call_is_unavailable() {
+/// A peer that takes each connection, reads what the caller sends, then drops it, as a process
+/// killed under the call would; with the number of connections it took.
+async fn dropping_peer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
             let mut buffer = [0u8; 1024];
             let _ = socket.read(&mut buffer).await;
             drop(socket);
         }
     });
+    (addr, accepted)
+}
+
+/// A peer that takes the connection, reads what the caller sends, then drops it as a killed
+/// process would: the call fails UNAVAILABLE (tonic alone says UNKNOWN "transport error", which
+/// a gateway would have to answer with a 500).
+#[tokio::test]
+async fn a_callee_that_dies_mid_call_is_unavailable() {
+    let (addr, _) = dropping_peer().await;
     let channel = connect(
         "catalog-svc",
         "--catalog-addr",
@@ -215,19 +225,7 @@ async fn one_replica_of_two_killed_no_call_fails_and_it_comes_back() {
 /// served.
 #[tokio::test]
 async fn only_idempotent_calls_are_retried_once_sent() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut buffer = [0u8; 1024];
-            let _ = socket.read(&mut buffer).await;
-            drop(socket);
-        }
-    });
+    let (addr, accepted) = dropping_peer().await;
     let channel = connect(
         "catalog-svc",
         "--catalog-addr",
