@@ -485,10 +485,13 @@ impl Service<http::Request<Body>> for ServiceChannel {
                         Err(_) => Err(late()),
                     };
                 match answered {
-                    Ok(response) if call.finish_from_head(&response) => Ok(response),
-                    Ok(response) => {
-                        Ok(response.map(|body| Body::new(ObservedBody::new(body, Some(call)))))
+                    Ok(response) if call.finish_from_head(&response) => {
+                        Ok(response.map(|body| Body::new(body.map_err(body_failure(service)))))
                     }
+                    Ok(response) => Ok(response.map(|body| {
+                        let body = body.map_err(body_failure(service));
+                        Body::new(ObservedBody::new(body, Some(call)))
+                    })),
                     Err(err) => match status_of_error(err.as_ref()) {
                         Some(status) => {
                             call.finish(status.code());
@@ -583,6 +586,20 @@ impl ServiceChannel {
             tracing::debug!(service = self.service, %err, attempt, "retrying on another replica");
             attempt += 1;
             failed = Some(member);
+        }
+    }
+}
+
+/// What a failure while reading an answer's body becomes: the callee died under its answer (the
+/// connection broke: tonic says UNKNOWN "h2 protocol error", which a gateway would have to answer
+/// with a 500) is the callee being unavailable. A status the callee sent passes as it is: only a
+/// status tonic made from a transport error carries a source.
+fn body_failure(service: &'static str) -> impl Fn(tonic::Status) -> tonic::Status + Clone {
+    move |status| {
+        if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+            tonic::Status::unavailable(format!("{service} unavailable: {}", status.message()))
+        } else {
+            status
         }
     }
 }
@@ -699,6 +716,29 @@ mod tests {
         assert!(!Failure::TimedOut.ejects());
         assert!(Failure::Broken.ejects() && Failure::NotSent { connection: true }.ejects());
         assert!(!Failure::Answered.ejects() && !Failure::NotSent { connection: false }.ejects());
+    }
+
+    #[test]
+    fn a_body_broken_by_the_transport_is_unavailable_a_sent_status_is_not() {
+        let map = body_failure("catalog-svc");
+        let mut broken = tonic::Status::unknown("h2 protocol error: error reading a body");
+        broken.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let mapped = map(broken);
+        assert_eq!(mapped.code(), tonic::Code::Unavailable);
+        assert!(
+            mapped
+                .message()
+                .starts_with("catalog-svc unavailable: h2 protocol error")
+        );
+        for sent in [
+            tonic::Status::unknown("the callee said so"),
+            tonic::Status::not_found("course 7"),
+        ] {
+            let code = sent.code();
+            assert_eq!(map(sent).code(), code);
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! phone-sized window. Saves a screenshot of each screen to docs/console/ (overwritten each run).
 //!
 //! Needs `chromedriver` and Chromium (Debian: `chromium chromium-driver`; `.ci/run` installs
-//! them). `CHROMEDRIVER` and `CHROME_BIN` override where they are.
+//! them). `CHROMEDRIVER` and `CHROME_BIN` override where they are. `LEARNHUB_BROWSER=firefox`
+//! runs the same steps in headless Firefox through `geckodriver` (`GECKODRIVER`, `FIREFOX_BIN`;
+//! Debian's `firefox-esr`, geckodriver from `cargo install geckodriver`), its screenshots in
+//! docs/console/firefox/.
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -340,8 +343,13 @@ fn parse_count(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
-/// chromedriver on a free loopback port, in a process group of its own (with the browsers it
-/// starts): dropping it kills the group.
+/// Which browser the test drives: Chromium unless `LEARNHUB_BROWSER=firefox`.
+fn firefox() -> bool {
+    std::env::var("LEARNHUB_BROWSER").is_ok_and(|browser| browser == "firefox")
+}
+
+/// chromedriver (or geckodriver) on a free loopback port, in a process group of its own (with
+/// the browsers it starts): dropping it kills the group.
 struct ChromeDriver {
     child: Child,
     port: u16,
@@ -350,7 +358,11 @@ struct ChromeDriver {
 impl ChromeDriver {
     async fn start() -> Self {
         use std::os::unix::process::CommandExt;
-        let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let binary = if firefox() {
+            std::env::var("GECKODRIVER").unwrap_or_else(|_| "geckodriver".into())
+        } else {
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -358,6 +370,7 @@ impl ChromeDriver {
             .port();
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
+            .stderr(Stdio::null())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .process_group(0)
@@ -423,6 +436,43 @@ struct Browser {
 impl Browser {
     async fn start() -> Self {
         let driver = ChromeDriver::start().await;
+        let capabilities = if firefox() {
+            Self::firefox_capabilities()
+        } else {
+            Self::chromium_capabilities()
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .unwrap_or_else(|err| panic!("no headless browser session: {err}"));
+        if firefox() {
+            // Firefox takes no window size flag that sets the viewport: set the window.
+            client.set_window_size(1280, 800).await.unwrap();
+        }
+        Browser {
+            client,
+            _driver: driver,
+        }
+    }
+
+    fn firefox_capabilities() -> serde_json::Map<String, Value> {
+        let mut options = json!({ "args": ["-headless"] });
+        let binary = std::env::var("FIREFOX_BIN").ok().or_else(|| {
+            Path::new("/usr/bin/firefox-esr")
+                .exists()
+                .then(|| "/usr/bin/firefox-esr".to_owned())
+        });
+        if let Some(binary) = binary {
+            options["binary"] = json!(binary);
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("firefox"));
+        capabilities.insert("moz:firefoxOptions".into(), options);
+        capabilities
+    }
+
+    fn chromium_capabilities() -> serde_json::Map<String, Value> {
         let mut options = json!({
             "args": [
                 "--headless=new",
@@ -445,15 +495,7 @@ impl Browser {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".into(), options);
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-            .unwrap_or_else(|err| panic!("no headless Chromium session: {err}"));
-        Browser {
-            client,
-            _driver: driver,
-        }
+        capabilities
     }
 
     async fn close(self) {
@@ -634,9 +676,12 @@ impl Browser {
             .screenshot()
             .await
             .unwrap_or_else(|err| panic!("screenshot {name}: {err}"));
-        let folder: PathBuf = [env!("CARGO_MANIFEST_DIR"), "docs", "console"]
+        let mut folder: PathBuf = [env!("CARGO_MANIFEST_DIR"), "docs", "console"]
             .iter()
             .collect();
+        if firefox() {
+            folder.push("firefox");
+        }
         std::fs::create_dir_all(&folder).unwrap();
         let path = folder.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
