@@ -55,8 +55,9 @@ async fn admin_console_in_a_browser() {
     browser.click("#admins-only-back").await;
     browser.wait_displayed("#sign-in-form").await;
 
-    // An admin's token: the console, the token in this tab's sessionStorage only.
-    browser.sign_in(&admin).await;
+    // An admin's token, by keyboard alone (Tab from the token to the button, Enter on it): the
+    // console, the token in this tab's sessionStorage only.
+    browser.sign_in_by_keyboard(&admin).await;
     browser.wait_displayed("#console").await;
     assert!(
         !browser.displayed("#admins-only").await,
@@ -634,6 +635,34 @@ impl Browser {
             .send_keys(text)
             .await
             .unwrap_or_else(|err| panic!("type into `{css}`: {err}"));
+    }
+
+    /// Types `token`, then Tab to the sign-in button (it must be the next stop and hold the
+    /// focus) and Enter on it: no pointer.
+    async fn sign_in_by_keyboard(&self, token: &str) {
+        self.wait_displayed("#sign-in-form").await;
+        self.type_into("textarea#token", token).await;
+        let token_box = self.wait_displayed("textarea#token").await;
+        token_box
+            .send_keys(&fantoccini::key::Key::Tab.to_string())
+            .await
+            .unwrap_or_else(|err| panic!("Tab from the token box: {err}"));
+        let focused = self
+            .script(
+                "return document.activeElement && document.activeElement.id;",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            focused,
+            json!("sign-in"),
+            "Tab from the token box lands on the sign-in button"
+        );
+        let button = self.wait_displayed("button#sign-in").await;
+        button
+            .send_keys(&fantoccini::key::Key::Enter.to_string())
+            .await
+            .unwrap_or_else(|err| panic!("Enter on the sign-in button: {err}"));
     }
 
     async fn sign_in(&self, token: &str) {
