@@ -48,7 +48,8 @@ pub struct ClientCounters {
     /// Loads that skipped the cache (breaker open, pending invalidations, or the read failed).
     pub bypasses: u64,
     pub loader_runs: u64,
-    /// Callers that waited for another caller's load of the same key instead of loading.
+    /// Callers that missed and waited for another caller's load of the same key (same lease)
+    /// instead of loading.
     pub coalesced: u64,
     pub stored: u64,
     /// Fills refused by cache-svc because the key was invalidated during the load.
@@ -79,7 +80,8 @@ struct Inner {
     client: CacheServiceClient<ServiceChannel>,
     options: CacheClientOptions,
     breaker: Breaker,
-    flights: Mutex<HashMap<String, FlightResult>>,
+    /// Loads under way by (key, lease).
+    flights: Mutex<HashMap<(String, u64), FlightResult>>,
     pending: Mutex<Vec<Pending>>,
     retrying: AtomicBool,
     counters: Counters,
@@ -149,8 +151,10 @@ impl CacheClient {
     }
 
     /// The cached value of `key`, or `loader`'s, stored for `ttl` — the `@cached(timeout)` of the
-    /// original. Concurrent calls for one key in this process share one cache read and one load
-    /// (`T` and `E` are cloned to every caller: use `tonic::Status` or an `Arc`'d error). A fill
+    /// original. Each call reads the cache; concurrent calls in this process that miss one key
+    /// under the same lease share one load (`T` and `E` are cloned to every caller: use
+    /// `tonic::Status` or an `Arc`'d error), so no caller gets a load begun before a write it
+    /// has seen acknowledged. A fill
     /// carries the lease of the miss, so a value loaded before an invalidation is never stored
     /// after it. Cache trouble never fails the call: it loads instead, within `call_timeout`.
     pub async fn get_or_load<T, E, F, Fut>(
@@ -176,6 +180,14 @@ impl CacheClient {
     }
 
     /// [`CacheClient::get_or_load`] inside its span, which it tells how the value was found.
+    ///
+    /// Every caller reads the cache itself; only loads are shared, and only between callers
+    /// whose reads missed under the same lease. A lease is issued by the first miss after the
+    /// key was last set or invalidated and is gone once it is invalidated again, so a caller
+    /// that holds it read the cache after the last invalidation — after the write that caused
+    /// it, in whichever process that write happened — and the load it joins began after that
+    /// read. Keying flights by the key alone let a read-back join a load begun before the
+    /// reader's own acknowledged write (issue 15, defect 1).
     async fn get_or_load_in<T, E, F, Fut>(
         &self,
         span: &Span,
@@ -189,10 +201,48 @@ impl CacheClient {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let counters = &self.inner.counters;
         loop {
-            match self.join_flight(key.as_str()) {
+            if !self.cache_usable() {
+                // No cache to tell a load from before a write from one after it: each caller
+                // loads for itself.
+                self.bypassed(span);
+                break;
+            }
+            let found = match self.read(key).await {
+                Ok(found) => found,
+                Err(_) => {
+                    self.bypassed(span);
+                    break;
+                }
+            };
+            if found.found {
+                match T::decode(found.value.as_slice()) {
+                    Ok(value) => {
+                        counters.hits.fetch_add(1, Relaxed);
+                        span.record("cache.result", "hit");
+                        return Ok(value);
+                    }
+                    // An entry of another shape (e.g. an older message version): load, and
+                    // skip the fill (no lease) rather than fight over the key.
+                    Err(err) => {
+                        tracing::warn!(key = key.as_str(), %err, "undecodable cache entry");
+                        counters.misses.fetch_add(1, Relaxed);
+                        span.record("cache.result", "miss");
+                        break;
+                    }
+                }
+            }
+            counters.misses.fetch_add(1, Relaxed);
+            span.record("cache.result", "miss");
+            // Lease 0 would be an unconditional write and says nothing about when the load
+            // began: such a miss loads alone and fills nothing.
+            if found.lease == 0 {
+                break;
+            }
+            match self.join_flight(key.as_str(), found.lease) {
                 Flight::Lead(sender, guard) => {
-                    let result = self.lead(span, key, ttl, loader).await;
+                    let result = self.lead(key, ttl, found.lease, loader).await;
                     let shared: Shared = match &result {
                         Ok(value) => Ok(Arc::new(value.clone())),
                         Err(err) => Err(Arc::new(err.clone())),
@@ -204,10 +254,10 @@ impl CacheClient {
                 Flight::Follow(mut receiver) => {
                     let shared = match receiver.wait_for(Option::is_some).await {
                         Ok(value) => value.clone(),
-                        // The leader was cancelled before it finished: start over.
+                        // The leader was cancelled before it finished: read again.
                         Err(_) => continue,
                     };
-                    self.inner.counters.coalesced.fetch_add(1, Relaxed);
+                    counters.coalesced.fetch_add(1, Relaxed);
                     span.record("cache.result", "coalesced");
                     match shared {
                         Some(Ok(value)) => {
@@ -224,11 +274,12 @@ impl CacheClient {
                     }
                     // Another type under the same key (a caller's bug): load for ourselves.
                     self.bypassed(span);
-                    self.inner.counters.loader_runs.fetch_add(1, Relaxed);
-                    return loader().await;
+                    break;
                 }
             }
         }
+        counters.loader_runs.fetch_add(1, Relaxed);
+        loader().await
     }
 
     /// Removes every key matching `pattern`; returns how many entries cache-svc removed. Call it
@@ -244,16 +295,10 @@ impl CacheClient {
             error.type = Empty,
             otel.status_code = Empty,
         );
-        // Loads already under way may have read the database before the write this invalidation
-        // follows: callers from now on must not share them.
-        let text = pattern.as_str();
-        let prefix = &text[..text.find(['*', '?', '[', '\\']).unwrap_or(text.len())];
-        self.detach_flights(|key| key.starts_with(prefix));
+        // Loads under way need no telling: a caller after this invalidation misses under a new
+        // lease and so never joins them (see `get_or_load_in`).
         async {
             let result = self.send_pattern(pattern.as_str()).await;
-            // And those that began while it was on its way: one begun between the detach above
-            // and cache-svc applying the invalidation may have read the entry it removes.
-            self.detach_flights(|key| key.starts_with(prefix));
             if let Err(err) = &result
                 && err.is_outage()
             {
@@ -278,11 +323,8 @@ impl CacheClient {
             otel.status_code = Empty,
         );
         let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
-        self.detach_flights(|key| keys.iter().any(|k| k == key));
         async {
             let result = self.send_delete(keys.clone()).await;
-            // As in `invalidate`: also the loads begun while the delete was on its way.
-            self.detach_flights(|key| keys.iter().any(|k| k == key));
             if let Err(err) = &result
                 && err.is_outage()
             {
@@ -320,37 +362,33 @@ impl CacheClient {
         lock(&self.inner.pending).len()
     }
 
-    /// One leader per key: the first caller loads, the others wait for its result.
-    /// Lets the loads under way for the keys `covers` finish for the callers they have, but
-    /// makes every later caller start its own: a load that began before a write may return what
-    /// the database held before it, and a caller that comes after the write (its own read-back)
-    /// must not get that. Only this process's flights: other processes rely on the fill's lease.
-    fn detach_flights(&self, covers: impl Fn(&str) -> bool) {
-        lock(&self.inner.flights).retain(|key, _| !covers(key));
-    }
-
-    fn join_flight(&self, key: &str) -> Flight<'_> {
+    /// One leader per (key, lease): the first caller that missed under the lease loads, the
+    /// others that missed under it wait for its result.
+    fn join_flight(&self, key: &str, lease: u64) -> Flight<'_> {
+        let flight = (key.to_owned(), lease);
         let mut flights = lock(&self.inner.flights);
-        if let Some(receiver) = flights.get(key) {
+        if let Some(receiver) = flights.get(&flight) {
             return Flight::Follow(receiver.clone());
         }
         let (sender, receiver) = watch::channel(None);
-        flights.insert(key.to_owned(), receiver.clone());
+        flights.insert(flight.clone(), receiver.clone());
         Flight::Lead(
             sender,
             FlightGuard {
                 client: self,
-                key: key.to_owned(),
+                flight,
                 receiver,
             },
         )
     }
 
+    /// The load of a flight: the loader's value, stored under `lease` (refused by cache-svc if
+    /// an invalidation removed the lease meanwhile).
     async fn lead<T, E, F, Fut>(
         &self,
-        span: &Span,
         key: &CacheKey,
         ttl: Duration,
+        lease: u64,
         loader: F,
     ) -> Result<T, E>
     where
@@ -359,43 +397,13 @@ impl CacheClient {
         Fut: Future<Output = Result<T, E>>,
     {
         let counters = &self.inner.counters;
-        let mut lease = 0;
-        if self.cache_usable() {
-            match self.read(key).await {
-                Ok(found) if found.found => match T::decode(found.value.as_slice()) {
-                    Ok(value) => {
-                        counters.hits.fetch_add(1, Relaxed);
-                        span.record("cache.result", "hit");
-                        return Ok(value);
-                    }
-                    // An entry of another shape (e.g. an older message version): load, and let
-                    // the fill be skipped (no lease) rather than fight over the key.
-                    Err(err) => {
-                        tracing::warn!(key = key.as_str(), %err, "undecodable cache entry");
-                        counters.misses.fetch_add(1, Relaxed);
-                        span.record("cache.result", "miss");
-                    }
-                },
-                Ok(missed) => {
-                    counters.misses.fetch_add(1, Relaxed);
-                    span.record("cache.result", "miss");
-                    lease = missed.lease;
-                }
-                Err(_) => self.bypassed(span),
-            }
-        } else {
-            self.bypassed(span);
-        }
         counters.loader_runs.fetch_add(1, Relaxed);
         let value = loader().await?;
-        // Lease 0 would be an unconditional write: a fill is only made under a real lease.
-        if lease != 0 {
-            match self.fill(key, value.encode_to_vec(), ttl, lease).await {
-                Ok(true) => counters.stored.fetch_add(1, Relaxed),
-                Ok(false) => counters.refused.fetch_add(1, Relaxed),
-                Err(_) => 0,
-            };
-        }
+        match self.fill(key, value.encode_to_vec(), ttl, lease).await {
+            Ok(true) => counters.stored.fetch_add(1, Relaxed),
+            Ok(false) => counters.refused.fetch_add(1, Relaxed),
+            Err(_) => 0,
+        };
         Ok(value)
     }
 
@@ -602,7 +610,7 @@ enum Flight<'a> {
 /// Ends a flight however its leader ends (done or cancelled), so later calls start a new one.
 struct FlightGuard<'a> {
     client: &'a CacheClient,
-    key: String,
+    flight: (String, u64),
     receiver: FlightResult,
 }
 
@@ -610,10 +618,10 @@ impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         let mut flights = lock(&self.client.inner.flights);
         if flights
-            .get(&self.key)
+            .get(&self.flight)
             .is_some_and(|current| current.same_channel(&self.receiver))
         {
-            flights.remove(&self.key);
+            flights.remove(&self.flight);
         }
     }
 }

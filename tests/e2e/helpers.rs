@@ -141,16 +141,28 @@ async fn spawn_counting_proxy(
 /// gateway + catalog-svc + enrollment-svc + cache-svc (on the real Redis, under a key prefix of
 /// this test's own).
 pub async fn spawn_platform(backend: Backend) -> Platform {
-    spawn(backend, false).await
+    spawn(backend, false, |_| {}).await
+}
+
+/// [`spawn_platform`] with `adjust` applied to its configuration first.
+pub async fn spawn_platform_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut PlatformConfig),
+) -> Platform {
+    spawn(backend, false, adjust).await
 }
 
 /// [`spawn_platform`] with the gateway's calls to catalog-svc and enrollment-svc going through
 /// counting proxies (`Platform::upstream_calls`).
 pub async fn spawn_counting_platform(backend: Backend) -> Platform {
-    spawn(backend, true).await
+    spawn(backend, true, |_| {}).await
 }
 
-async fn spawn(backend: Backend, count_upstream_calls: bool) -> Platform {
+async fn spawn(
+    backend: Backend,
+    count_upstream_calls: bool,
+    adjust: impl FnOnce(&mut PlatformConfig),
+) -> Platform {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let (catalog_database, enrollment_database) =
         tokio::join!(TestDatabase::create(backend), TestDatabase::create(backend));
@@ -167,6 +179,7 @@ async fn spawn(backend: Backend, count_upstream_calls: bool) -> Platform {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         )),
     };
+    adjust(&mut config);
     let proxies_shutdown = CancellationToken::new();
     let counted = Arc::new(OnceLock::new());
     if count_upstream_calls {

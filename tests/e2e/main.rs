@@ -13,6 +13,7 @@ mod authz;
 mod bad_input;
 mod cache;
 mod catalog;
+mod coherence;
 mod console;
 mod fanout;
 mod health;
