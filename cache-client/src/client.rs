@@ -468,6 +468,7 @@ impl CacheClient {
         let request = request(
             InvalidatePatternRequest {
                 pattern: pattern.to_owned(),
+                relay: None,
             },
             timeout,
         );
@@ -482,7 +483,7 @@ impl CacheClient {
     async fn send_delete(&self, keys: Vec<String>) -> Result<u64, CacheError> {
         let mut client = self.inner.client.clone();
         let timeout = self.inner.options.invalidate_timeout;
-        let request = request(DeleteRequest { keys }, timeout);
+        let request = request(DeleteRequest { keys, relay: None }, timeout);
         self.call(timeout, async move { client.delete(request).await })
             .await
             .map(|response| response.deleted)

@@ -50,6 +50,13 @@ pub struct Config {
     /// event). 0: no summary.
     #[arg(long, env = "CACHE_LOG_SUMMARY_SECS", default_value_t = 60)]
     pub log_summary_secs: u64,
+    /// Every replica of this cache-svc (`host:port`, a comma-separated list, or one name that
+    /// resolves to every replica, such as a headless Service; this replica may be among them).
+    /// Each invalidation and delete is passed on to all of them before it is acknowledged, so
+    /// during a Redis outage no replica's in-process store keeps what another removed. Unset: a
+    /// lone replica.
+    #[arg(long, env = "CACHE_PEERS")]
+    pub peers: Option<String>,
     /// HTTP/2 streams, requests in flight, connections, deadlines.
     #[command(flatten)]
     pub server_limits: ServerLimits,
@@ -75,6 +82,7 @@ impl Default for Config {
             redis_timeout_ms: 500,
             redis_pool_size: 8,
             log_summary_secs: 60,
+            peers: None,
             server_limits: ServerLimits::default(),
             tls: learnhub_kit::tls::TlsArgs::plaintext(),
         }

@@ -42,6 +42,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod error;
 pub mod key;
+pub(crate) mod peers;
 pub(crate) mod service;
 pub(crate) mod stats;
 pub(crate) mod store;
@@ -69,16 +70,21 @@ pub struct Application {
     log_summary: Option<Duration>,
     /// Mutual TLS under [`POLICY`], or plaintext.
     transport: Transport,
+    /// Every replica (`--peers`), which gets each invalidation and delete.
+    peers: Option<Arc<peers::Peers>>,
 }
 
 /// Who may call what: reads, writes and invalidation for the gateway and the data services
-/// (they invalidate what they change, after their commit); statistics and `Clear` for the
+/// (they invalidate what they change, after their commit), invalidation also for the other
+/// replicas (`--peers`); statistics and `Clear` for the
 /// gateway's admin routes only.
 pub const POLICY: CallerPolicy = CallerPolicy {
     callee: "cache-svc",
     allowed: |method| match method {
-        "Get" | "GetMany" | "Set" | "SetMany" | "Delete" | "InvalidatePattern" => {
-            &["gateway", "catalog-svc", "enrollment-svc"]
+        "Get" | "GetMany" | "Set" | "SetMany" => &["gateway", "catalog-svc", "enrollment-svc"],
+        // cache-svc itself: a replica passing an invalidation on to its peers.
+        "Delete" | "InvalidatePattern" => {
+            &["gateway", "catalog-svc", "enrollment-svc", "cache-svc"]
         }
         _ => &["gateway"],
     },
@@ -110,6 +116,10 @@ impl Application {
         let tls = config.tls.load("cache-svc")?;
         metrics::install("cache-svc", env!("CARGO_PKG_VERSION"));
         let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
+        let peers = match learnhub_kit::client::configured(config.peers.as_deref()) {
+            Some(addr) => Some(Arc::new(peers::Peers::connect(addr, tls.clone())?)),
+            None => None,
+        };
         let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
         let cache = Cache::start(
@@ -133,6 +143,7 @@ impl Application {
             log_summary: (config.log_summary_secs > 0)
                 .then(|| Duration::from_secs(config.log_summary_secs)),
             transport,
+            peers,
         })
     }
 
@@ -173,6 +184,7 @@ impl Application {
             self.cache.clone(),
             self.limits,
             summary.as_ref().map(|(summary, _)| summary.clone()),
+            self.peers.clone(),
         );
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(max_request_bytes)

@@ -16,7 +16,7 @@ use tracing::{Span, field::Empty};
 use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, ClearResponse, DeleteRequest, DeleteResponse, GetManyRequest,
     GetManyResponse, GetRequest, GetResponse, GetStatsRequest, InvalidatePatternRequest,
-    InvalidatePatternResponse, ResetStatsRequest, ResetStatsResponse, SetManyRequest,
+    InvalidatePatternResponse, PeerRelay, ResetStatsRequest, ResetStatsResponse, SetManyRequest,
     SetManyResponse, SetRequest, SetResponse, cache_service_server::CacheService,
 };
 use tonic::{Request, Response, Status};
@@ -25,6 +25,7 @@ use crate::{
     cache::Cache,
     error::Error,
     key::{Key, Pattern},
+    peers::{Peers, Relayed},
     store::{Lookup, SetEntry},
     summary::Summary,
 };
@@ -46,14 +47,41 @@ pub struct CacheApi {
     limits: Limits,
     /// Where invalidations and deletes are counted; `None` when no summary is logged.
     summary: Option<Arc<Summary>>,
+    /// The other replicas, which get every invalidation and delete; `None`: a lone replica.
+    peers: Option<Arc<Peers>>,
 }
 
 impl CacheApi {
-    pub fn new(cache: Cache, limits: Limits, summary: Option<Arc<Summary>>) -> Self {
+    pub fn new(
+        cache: Cache,
+        limits: Limits,
+        summary: Option<Arc<Summary>>,
+        peers: Option<Arc<Peers>>,
+    ) -> Self {
         Self {
             cache,
             limits,
             summary,
+            peers,
+        }
+    }
+
+    /// Whether an invalidation or delete is to be applied here: always a caller's; a peer's
+    /// relay unless it is this replica's own, or it was applied on Redis and Redis serves here
+    /// too.
+    async fn takes(&self, relay: Option<&PeerRelay>) -> bool {
+        let Some(relay) = relay else { return true };
+        if self.peers.as_ref().is_some_and(|peers| peers.is_own(relay)) {
+            return false;
+        }
+        !(relay.applied_on_redis && self.cache.on_redis().await)
+    }
+
+    /// Passes a caller's invalidation or delete, applied here, on to every replica.
+    async fn relay(&self, what: Relayed) -> Result<(), Status> {
+        match &self.peers {
+            Some(peers) => peers.relay(what, self.cache.on_redis().await).await,
+            None => Ok(()),
         }
     }
 
@@ -178,13 +206,20 @@ impl CacheService for CacheApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = Caller::of(&request);
-        let keys = parse_keys(request.into_inner().keys)?;
+        let DeleteRequest { keys: texts, relay } = request.into_inner();
+        let keys = parse_keys(texts.clone())?;
         let span = Span::current();
         let namespace = keys.first().map(Key::namespace);
         span.record("cache.key_namespace", namespace);
         span.record("cache.keys", keys.len());
+        if !self.takes(relay.as_ref()).await {
+            return Ok(Response::new(DeleteResponse { deleted: 0 }));
+        }
         let deleted = self.cache.delete(&keys).await;
         span.record("cache.removed", deleted);
+        if relay.is_none() {
+            self.relay(Relayed::Keys(texts)).await?;
+        }
         if let Some(namespace) = namespace {
             tracing::debug!(
                 caller = %caller,
@@ -210,10 +245,20 @@ impl CacheService for CacheApi {
         request: Request<InvalidatePatternRequest>,
     ) -> Result<Response<InvalidatePatternResponse>, Status> {
         let caller = Caller::of(&request);
-        let pattern = Pattern::parse(&request.into_inner().pattern)?;
+        let InvalidatePatternRequest {
+            pattern: text,
+            relay,
+        } = request.into_inner();
+        let pattern = Pattern::parse(&text)?;
         Span::current().record("cache.key_namespace", pattern.namespace());
+        if !self.takes(relay.as_ref()).await {
+            return Ok(Response::new(InvalidatePatternResponse { removed: 0 }));
+        }
         let removed = self.cache.invalidate(&pattern).await;
         Span::current().record("cache.removed", removed);
+        if relay.is_none() {
+            self.relay(Relayed::Pattern(text)).await?;
+        }
         if caller.is_operator() {
             tracing::info!(
                 target: AUDIT,

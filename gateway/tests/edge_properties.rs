@@ -814,7 +814,10 @@ fn grpc_requests_of_any_content_are_never_internal() {
                     is_featured: false,
                 }
             )),
-        edge_string(60).prop_map(|pattern| Call::Invalidate(InvalidatePatternRequest { pattern })),
+        edge_string(60).prop_map(|pattern| Call::Invalidate(InvalidatePatternRequest {
+            pattern,
+            relay: None
+        })),
     ];
     let authorization = prop_oneof![
         Just(None),

@@ -332,6 +332,25 @@ impl ServiceChannel {
         self.timeout
     }
 
+    /// One channel per replica known now, each calling only that replica over the connection
+    /// this channel holds to it: for a call every replica must get (cache-svc passing an
+    /// invalidation on to its peers). Empty while the address is not resolved yet.
+    pub fn each_replica(&self) -> Vec<(Option<SocketAddr>, ServiceChannel)> {
+        self.replicas
+            .members()
+            .iter()
+            .map(|member| {
+                let one = ServiceChannel {
+                    replicas: Replicas::new(self.service, vec![member.clone()]),
+                    service: self.service,
+                    timeout: self.timeout,
+                    budget: self.budget.clone(),
+                };
+                (member.addr, one)
+            })
+            .collect()
+    }
+
     /// The addresses calls are balanced over now, and whether each is ejected.
     pub fn replicas(&self) -> Vec<(Option<SocketAddr>, bool)> {
         self.replicas

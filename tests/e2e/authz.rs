@@ -599,6 +599,7 @@ async fn call(
                 who,
                 InvalidatePatternRequest {
                     pattern: "catalog:*".into(),
+                    relay: None,
                 },
             ))
             .await

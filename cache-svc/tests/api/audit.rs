@@ -41,6 +41,7 @@ async fn invalidations_and_clears_are_audit_events() {
     let removed = grpc
         .invalidate_pattern(InvalidatePatternRequest {
             pattern: "audited:*".into(),
+            relay: None,
         })
         .await
         .unwrap()
@@ -139,6 +140,7 @@ async fn a_data_services_invalidation_is_debug_and_the_gateways_is_audited() {
     let removed = catalog
         .invalidate_pattern(InvalidatePatternRequest {
             pattern: "courses:*".into(),
+            relay: None,
         })
         .await
         .unwrap()
@@ -149,6 +151,7 @@ async fn a_data_services_invalidation_is_debug_and_the_gateways_is_audited() {
     catalog
         .delete(DeleteRequest {
             keys: vec!["courses:2".into()],
+            relay: None,
         })
         .await
         .unwrap();
@@ -172,6 +175,7 @@ async fn a_data_services_invalidation_is_debug_and_the_gateways_is_audited() {
         EndUser::admin("7"),
         gateway.invalidate_pattern(InvalidatePatternRequest {
             pattern: "courses:*".into(),
+            relay: None,
         }),
     )
     .await
@@ -222,6 +226,7 @@ async fn the_summary_is_one_line_per_caller_and_namespace_and_nothing_when_idle(
         catalog
             .invalidate_pattern(InvalidatePatternRequest {
                 pattern: "courses:*".into(),
+                relay: None,
             })
             .await
             .unwrap();
@@ -230,6 +235,7 @@ async fn the_summary_is_one_line_per_caller_and_namespace_and_nothing_when_idle(
     enrollment
         .delete(DeleteRequest {
             keys: vec!["progress:1".into(), "progress:2".into()],
+            relay: None,
         })
         .await
         .unwrap();

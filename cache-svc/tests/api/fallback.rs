@@ -45,12 +45,14 @@ async fn outage_invalidations_are_replayed_before_redis_serves_again() {
     let mut grpc = app.grpc.clone();
     grpc.delete(DeleteRequest {
         keys: vec!["k:deleted".into()],
+        relay: None,
     })
     .await
     .unwrap();
     for pattern in ["ns2:*", "pat:x:*"] {
         grpc.invalidate_pattern(InvalidatePatternRequest {
             pattern: pattern.into(),
+            relay: None,
         })
         .await
         .unwrap();
@@ -148,17 +150,20 @@ async fn journal_hundreds(app: &TestApp) {
     for i in 0..200 {
         grpc.invalidate_pattern(InvalidatePatternRequest {
             pattern: format!("p{i}:x:*"),
+            relay: None,
         })
         .await
         .unwrap();
     }
     grpc.delete(DeleteRequest {
         keys: (0..300).map(|i| format!("d{}:{i}", i % 7)).collect(),
+        relay: None,
     })
     .await
     .unwrap();
     grpc.invalidate_pattern(InvalidatePatternRequest {
         pattern: "ns:*".into(),
+        relay: None,
     })
     .await
     .unwrap();
@@ -233,11 +238,13 @@ async fn redis_back_with_generations_but_no_marker_is_replayed() {
     let mut grpc = app.grpc.clone();
     grpc.delete(DeleteRequest {
         keys: vec!["o:gone".into()],
+        relay: None,
     })
     .await
     .unwrap();
     grpc.invalidate_pattern(InvalidatePatternRequest {
         pattern: "p:x:*".into(),
+        relay: None,
     })
     .await
     .unwrap();

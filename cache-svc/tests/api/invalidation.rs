@@ -74,6 +74,7 @@ async fn invalidate(app: &TestApp, pattern: &str) -> u64 {
         .clone()
         .invalidate_pattern(InvalidatePatternRequest {
             pattern: pattern.into(),
+            relay: None,
         })
         .await
         .unwrap()

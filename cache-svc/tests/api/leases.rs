@@ -68,6 +68,7 @@ async fn stale_fill_is_refused(app: &TestApp, writer: Writer) {
         Writer::Pattern => {
             grpc.invalidate_pattern(InvalidatePatternRequest {
                 pattern: "catalog:course:*".into(),
+                relay: None,
             })
             .await
             .unwrap();
@@ -167,6 +168,7 @@ async fn lease_rules(app: TestApp) {
     let miss = grpc.get(get("l:b")).await.unwrap().into_inner();
     grpc.delete(DeleteRequest {
         keys: vec!["l:b".into()],
+        relay: None,
     })
     .await
     .unwrap();

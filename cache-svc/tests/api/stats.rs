@@ -41,6 +41,7 @@ async fn workload(app: TestApp, store: &str) {
     let deleted = grpc
         .delete(DeleteRequest {
             keys: vec!["a:1".into(), "a:404".into()],
+            relay: None,
         })
         .await
         .unwrap()
@@ -49,6 +50,7 @@ async fn workload(app: TestApp, store: &str) {
     assert_eq!(deleted, 1);
     let invalidate = |pattern: &str| InvalidatePatternRequest {
         pattern: pattern.into(),
+        relay: None,
     };
     let removed = grpc
         .invalidate_pattern(invalidate("b:*"))

@@ -84,6 +84,7 @@ async fn per_namespace_counters_and_redis_durations_are_metrics() {
     let removed = grpc
         .invalidate_pattern(InvalidatePatternRequest {
             pattern: "m:*".into(),
+            relay: None,
         })
         .await
         .unwrap()

@@ -81,6 +81,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     assert_invalid(
         grpc.delete(DeleteRequest {
             keys: vec!["*".into()],
+            relay: None,
         })
         .await,
         "keys[0]",
@@ -89,6 +90,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         assert_invalid(
             grpc.invalidate_pattern(InvalidatePatternRequest {
                 pattern: pattern.into(),
+                relay: None,
             })
             .await,
             "pattern",
@@ -102,7 +104,10 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         .into_inner();
     assert!(none.entries.is_empty());
     let deleted = grpc
-        .delete(DeleteRequest { keys: vec![] })
+        .delete(DeleteRequest {
+            keys: vec![],
+            relay: None,
+        })
         .await
         .unwrap()
         .into_inner();

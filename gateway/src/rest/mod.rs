@@ -223,6 +223,7 @@ async fn invalidate_cache(
 ) -> Result<Json<InvalidatedJson>, Error> {
     let request = learnhub_proto::cache::v1::InvalidatePatternRequest {
         pattern: body.pattern.clone(),
+        relay: None,
     };
     let removed = gateway
         .invalidate_cache(Some(&admin), request)

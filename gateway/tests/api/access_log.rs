@@ -168,6 +168,7 @@ async fn admin_writes_are_audited_with_who_what_when_and_outcome() {
     assert_eq!(status.code(), tonic::Code::NotFound);
     let mut request = Request::new(InvalidatePatternRequest {
         pattern: "catalog:*".into(),
+        relay: None,
     });
     request.metadata_mut().insert(
         "authorization",

@@ -156,6 +156,7 @@ async fn unconfigured_upstreams_are_unavailable_after_auth() {
         .invalidate_cache(with_token(
             InvalidatePatternRequest {
                 pattern: "catalog:*".into(),
+                relay: None,
             },
             &admin(),
         ))
