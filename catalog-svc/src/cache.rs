@@ -4,11 +4,16 @@
 //! original's lifetimes. Two namespaces: `catalog:*` holds what any course change can alter
 //! (lists, counts, categories, featured) and is invalidated whole, in O(1); `course:*` holds one
 //! entry per course (by id and by slug), deleted exactly when that course or its lessons change.
-//! Every invalidation runs after the commit; the client's leases keep a load that raced with the
-//! change from being stored after it, so a read that follows a write sees the write.
+//! Every invalidation is recorded in the write's transaction and sent after the commit (see
+//! `crate::outbox`); the client's leases keep a load that raced with the change from being
+//! stored after it, so a read that follows a write sees the write.
 use std::{future::Future, time::Duration};
 
-use learnhub_cache_client::{CacheClient, CacheKey, CachePattern};
+use learnhub_cache_client::{CacheKey, CachePattern};
+use learnhub_db::{
+    Db, DbConn,
+    outbox::{Invalidation, Outbox},
+};
 
 use crate::{
     catalog::CourseKey,
@@ -99,12 +104,12 @@ fn course_slug_key(slug: &str) -> CacheKey {
 /// Read-through cache of catalog reads; without a cache-svc every read loads.
 #[derive(Clone, Default)]
 pub struct CatalogCache {
-    client: Option<CacheClient>,
+    outbox: Option<Outbox>,
 }
 
 impl CatalogCache {
-    pub fn new(client: Option<CacheClient>) -> Self {
-        Self { client }
+    pub fn new(outbox: Option<Outbox>) -> Self {
+        Self { outbox }
     }
 
     /// The cached value of `entry`, or `load`'s (then stored for next time). Concurrent calls
@@ -116,58 +121,55 @@ impl CatalogCache {
     {
         // A shared load hands every caller the leader's outcome, so it travels as a Status.
         let shared = async { load.await.map_err(tonic::Status::from) };
-        learnhub_cache_client::get_or_load(self.client.as_ref(), &entry.key, entry.ttl, || shared)
+        let client = self.outbox.as_ref().map(Outbox::client);
+        learnhub_cache_client::get_or_load(client, &entry.key, entry.ttl, || shared)
             .await
             .map_err(Error::Status)
     }
 
-    /// After a committed course change (create, update, publish, archive): everything in
-    /// `catalog:*` and the course's own entries under its id and each slug it had.
-    pub async fn course_changed(&self, id: i64, slugs: &[&str]) {
-        let Some(client) = &self.client else { return };
-        let mut keys = vec![course_id_key(id)];
-        keys.extend(slugs.iter().map(|slug| course_slug_key(slug)));
-        // Failures are retried by the client, which bypasses the cache until they succeed.
-        let catalog = CachePattern::namespace(CATALOG_NS);
-        let (namespace, entries) = tokio::join!(client.invalidate(&catalog), client.delete(&keys));
-        if let Err(err) = namespace.map(drop).and(entries.map(drop)) {
-            tracing::warn!(%err, course = id, "cache invalidation deferred");
+    /// Runs `write` on a connection of `db`. With a cache, in one transaction with the outbox
+    /// row of what `stale` says it changed, delivered after the commit; without one, as it is
+    /// (no transaction of its own, no row: nothing would ever deliver it).
+    pub async fn write<T>(
+        &self,
+        db: &Db,
+        write: impl AsyncFnOnce(&mut DbConn) -> Result<T>,
+        stale: impl AsyncFnOnce(&mut DbConn, &T) -> Result<Option<Invalidation>>,
+    ) -> Result<T> {
+        match &self.outbox {
+            Some(outbox) => outbox.write(db, write, stale).await,
+            None => write(&mut db.conn().await?).await,
         }
     }
+}
 
-    /// After a committed change that only listings and counts show (a new category).
-    pub async fn category_added(&self) {
-        let Some(client) = &self.client else { return };
-        if let Err(err) = client
-            .invalidate(&CachePattern::namespace(CATALOG_NS))
-            .await
-        {
-            tracing::warn!(%err, "cache invalidation deferred");
-        }
+/// A course change (create, update, publish, archive): everything in `catalog:*` and the
+/// course's own entries under its id and each slug it had.
+pub fn course_changed(id: i64, slugs: &[&str]) -> Invalidation {
+    let mut keys = vec![course_id_key(id)];
+    keys.extend(slugs.iter().map(|slug| course_slug_key(slug)));
+    Invalidation {
+        patterns: vec![CachePattern::namespace(CATALOG_NS)],
+        keys,
     }
+}
 
-    /// After a committed change to a course's lessons: only that course's entries. `slug` reads
-    /// the course's slug (its other key); it runs only when there is a cache.
-    pub async fn lessons_changed<F>(&self, course_id: i64, slug: F)
-    where
-        F: Future<Output = Result<Option<String>>>,
-    {
-        let Some(client) = &self.client else { return };
-        let mut keys = vec![course_id_key(course_id)];
-        match slug.await {
-            Ok(Some(slug)) => keys.push(course_slug_key(&slug)),
-            Ok(None) => {}
-            // Without the slug its entry would outlive the change: drop every course entry.
-            Err(err) => {
-                tracing::warn!(%err, "course slug unknown; invalidating course:*");
-                if let Err(err) = client.invalidate(&CachePattern::namespace(COURSE_NS)).await {
-                    tracing::warn!(%err, "cache invalidation deferred");
-                }
-            }
-        }
-        if let Err(err) = client.delete(&keys).await {
-            tracing::warn!(%err, course = course_id, "cache invalidation deferred");
-        }
+/// A change that only listings and counts show (a new category).
+pub fn category_added() -> Invalidation {
+    Invalidation {
+        patterns: vec![CachePattern::namespace(CATALOG_NS)],
+        keys: Vec::new(),
+    }
+}
+
+/// A change to a course's lessons: only that course's entries, by id and by `slug` (read in the
+/// write's transaction; `None` when the course was not found).
+pub fn lessons_changed(course_id: i64, slug: Option<&str>) -> Invalidation {
+    let mut keys = vec![course_id_key(course_id)];
+    keys.extend(slug.map(course_slug_key));
+    Invalidation {
+        patterns: Vec::new(),
+        keys,
     }
 }
 

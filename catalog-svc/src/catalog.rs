@@ -1,13 +1,14 @@
 //! Catalog operations on validated input: each is a few queries, with the statement count the
 //! contract promises (GetCourse ≤ 2, ListCourses 1, GetCatalogSummary ≤ 3, BatchGetCourses 1),
-//! read through the cache where `cache` says so and invalidating it after each committed write.
+//! read through the cache where `cache` says so; each write records what it makes stale in its
+//! own transaction (the cache outbox), delivered after the commit.
 use diesel::result::Error as DieselError;
-use learnhub_db::{Db, DbConn};
+use learnhub_db::{Db, DbConn, outbox::Invalidation};
 use learnhub_kit::time;
 use learnhub_proto::catalog::v1 as pb;
 
 use crate::{
-    cache::{CatalogCache, Entry},
+    cache::{self, CatalogCache, Entry},
     convert,
     domain::{CourseLevel, CourseStatus, CourseType},
     error::{Error, Result, is_foreign_key_violation, is_unique_violation},
@@ -243,33 +244,30 @@ impl Catalog {
         Ok(page.courses)
     }
 
-    /// The slug of a course (to name its cache entries after a lesson changes).
-    async fn course_slug(&self, id: i64) -> Result<Option<String>> {
-        let mut conn = self.conn().await?;
-        Ok(CourseRow::find(&mut conn, id)
-            .await?
-            .map(|course| course.row.slug))
-    }
-
     pub async fn create_category(&self, draft: &CategoryDraft) -> Result<CategoryCount> {
-        let mut conn = self.conn().await?;
         let new = NewCategory {
             slug: &draft.slug,
             name: &draft.name,
             created_at: time::now(),
         };
-        let category = Category::create(&mut conn, &new).await.map_err(|err| {
-            if is_unique_violation(&err) {
-                Error::AlreadyExists(format!(
-                    "a category with slug {:?} already exists",
-                    draft.slug
-                ))
-            } else {
-                err.into()
-            }
-        })?;
-        drop(conn);
-        self.cache.category_added().await;
+        let create = async |conn: &mut DbConn| {
+            Category::create(conn, &new).await.map_err(|err| {
+                if is_unique_violation(&err) {
+                    Error::AlreadyExists(format!(
+                        "a category with slug {:?} already exists",
+                        draft.slug
+                    ))
+                } else {
+                    err.into()
+                }
+            })
+        };
+        let category = self
+            .cache
+            .write(&self.db, create, async |_, _| {
+                Ok(Some(cache::category_added()))
+            })
+            .await?;
         Ok(CategoryCount {
             id: category.id,
             slug: category.slug,
@@ -279,27 +277,17 @@ impl Catalog {
     }
 
     pub async fn create_course(&self, draft: CourseDraft) -> Result<Course> {
-        let mut conn = self.conn().await?;
-        let category = find_category(&mut conn, &draft.category).await?;
-        let now = time::now();
-        let new = NewCourse {
-            slug: draft.slug,
-            title: draft.title,
-            summary: draft.summary,
-            course_type: draft.course_type,
-            category_id: category.id,
-            level: draft.level,
-            status: CourseStatus::Draft,
-            is_featured: draft.is_featured,
-            created_at: now,
-            updated_at: now,
-            published_at: None,
-        };
-        let row = CourseRow::insert(&mut conn, &new)
-            .await
-            .map_err(|err| slug_taken(err, &new.slug))?;
-        drop(conn);
-        self.cache.course_changed(row.id, &[&row.slug]).await;
+        let create = async |conn: &mut DbConn| insert_course(conn, draft).await;
+        let (row, category) = self
+            .cache
+            .write(
+                &self.db,
+                create,
+                async |_, (row, _): &(CourseRow, Category)| {
+                    Ok(Some(cache::course_changed(row.id, &[&row.slug])))
+                },
+            )
+            .await?;
         Ok(Course {
             row,
             category_slug: category.slug,
@@ -310,37 +298,18 @@ impl Catalog {
     /// Changes the fields `update` sets; the course's entries under its old and new slug go.
     pub async fn update_course(&self, update: CourseUpdate) -> Result<Course> {
         let id = update.id;
-        let mut conn = self.conn().await?;
-        let before = CourseRow::find(&mut conn, id)
-            .await?
-            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
-        let category = match &update.category {
-            Some(slug) => Some(find_category(&mut conn, slug).await?),
-            None => None,
-        };
-        let changes = CourseChanges {
-            slug: update.slug.clone(),
-            title: update.title,
-            summary: update.summary,
-            course_type: update.course_type,
-            category_id: category.as_ref().map(|c| c.id),
-            level: update.level,
-            is_featured: update.is_featured,
-            updated_at: Some(time::now()),
-        };
-        let updated = CourseRow::update(&mut conn, id, &changes)
-            .await
-            .map_err(|err| slug_taken(err, update.slug.as_deref().unwrap_or_default()))?;
-        if updated.is_none() {
-            return Err(Error::NotFound(CourseKey::Id(id).to_string()));
-        }
-        let after = CourseRow::find(&mut conn, id)
-            .await?
-            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
-        drop(conn);
-        self.cache
-            .course_changed(id, &[&before.row.slug, &after.row.slug])
-            .await;
+        let (before, after) = self
+            .cache
+            .write(
+                &self.db,
+                async |conn: &mut DbConn| update_course(conn, update).await,
+                async |_, (before, after): &(Course, Course)| {
+                    let slugs = [before.row.slug.as_str(), after.row.slug.as_str()];
+                    Ok(Some(cache::course_changed(id, &slugs)))
+                },
+            )
+            .await?;
+        drop(before);
         Ok(after)
     }
 
@@ -361,23 +330,28 @@ impl Catalog {
     }
 
     async fn transition(&self, id: i64, from: &[CourseStatus], to: CourseStatus) -> Result<Course> {
-        let mut conn = self.conn().await?;
-        let moved = CourseRow::transition(&mut conn, id, from, to, time::now()).await?;
-        let course = CourseRow::find(&mut conn, id)
-            .await?
-            .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
-        drop(conn);
-        if moved.is_none() {
-            return Err(Error::FailedPrecondition(format!(
-                "course {id} is {}; it cannot become {}",
-                course.row.status.as_str(),
-                to.as_str()
-            )));
-        }
+        let transition = async |conn: &mut DbConn| {
+            let moved = CourseRow::transition(conn, id, from, to, time::now()).await?;
+            let course = CourseRow::find(conn, id)
+                .await?
+                .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
+            if moved.is_none() {
+                return Err(Error::FailedPrecondition(format!(
+                    "course {id} is {}; it cannot become {}",
+                    course.row.status.as_str(),
+                    to.as_str()
+                )));
+            }
+            Ok(course)
+        };
         self.cache
-            .course_changed(course.row.id, &[&course.row.slug])
-            .await;
-        Ok(course)
+            .write(&self.db, transition, async |_, course: &Course| {
+                Ok(Some(cache::course_changed(
+                    course.row.id,
+                    &[&course.row.slug],
+                )))
+            })
+            .await
     }
 
     pub async fn create_lesson(&self, draft: LessonDraft) -> Result<Lesson> {
@@ -387,13 +361,12 @@ impl Catalog {
             title,
             body,
         } = draft;
-        let mut conn = self.conn().await?;
-        let lesson = Lesson::insert(&mut conn, course_id, position, title, body, time::now())
-            .await
-            .map_err(|err| lesson_write_error(err, course_id, position))?;
-        drop(conn);
-        self.lessons_changed(lesson.course_id).await;
-        Ok(lesson)
+        let insert = async |conn: &mut DbConn| {
+            Lesson::insert(conn, course_id, position, title, body, time::now())
+                .await
+                .map_err(|err| lesson_write_error(err, course_id, position))
+        };
+        self.cache.write(&self.db, insert, lessons_changed).await
     }
 
     pub async fn update_lesson(&self, update: LessonUpdate) -> Result<Lesson> {
@@ -404,38 +377,25 @@ impl Catalog {
             position: update.position,
             updated_at: Some(time::now()),
         };
-        let mut conn = self.conn().await?;
-        let lesson = match Lesson::update(&mut conn, id, &changes).await {
-            Ok(Some(lesson)) => lesson,
-            Ok(None) => return Err(Error::NotFound(format!("lesson {id}"))),
-            Err(err) if is_unique_violation(&err) => {
-                return Err(Error::AlreadyExists(format!(
-                    "position {} is taken in this course",
-                    update.position.unwrap_or_default()
-                )));
-            }
-            Err(err) => return Err(err.into()),
+        let write = async |conn: &mut DbConn| match Lesson::update(conn, id, &changes).await {
+            Ok(Some(lesson)) => Ok(lesson),
+            Ok(None) => Err(Error::NotFound(format!("lesson {id}"))),
+            Err(err) if is_unique_violation(&err) => Err(Error::AlreadyExists(format!(
+                "position {} is taken in this course",
+                update.position.unwrap_or_default()
+            ))),
+            Err(err) => Err(err.into()),
         };
-        drop(conn);
-        self.lessons_changed(lesson.course_id).await;
-        Ok(lesson)
+        self.cache.write(&self.db, write, lessons_changed).await
     }
 
     pub async fn delete_lesson(&self, id: i64) -> Result<Lesson> {
-        let mut conn = self.conn().await?;
-        let lesson = Lesson::delete(&mut conn, id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("lesson {id}")))?;
-        drop(conn);
-        self.lessons_changed(lesson.course_id).await;
-        Ok(lesson)
-    }
-
-    /// After a committed lesson write: the course's cached entries (by id and by slug).
-    async fn lessons_changed(&self, course_id: i64) {
-        self.cache
-            .lessons_changed(course_id, self.course_slug(course_id))
-            .await;
+        let delete = async |conn: &mut DbConn| {
+            Lesson::delete(conn, id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("lesson {id}")))
+        };
+        self.cache.write(&self.db, delete, lessons_changed).await
     }
 
     pub async fn batch_get_lessons(&self, ids: &[i64]) -> Result<Vec<Lesson>> {
@@ -517,6 +477,73 @@ impl std::fmt::Display for CourseKey {
             Self::Slug(slug) => write!(f, "course {slug:?}"),
         }
     }
+}
+
+/// One statement: the category by slug, then INSERT … RETURNING.
+async fn insert_course(conn: &mut DbConn, draft: CourseDraft) -> Result<(CourseRow, Category)> {
+    let category = find_category(conn, &draft.category).await?;
+    let now = time::now();
+    let new = NewCourse {
+        slug: draft.slug,
+        title: draft.title,
+        summary: draft.summary,
+        course_type: draft.course_type,
+        category_id: category.id,
+        level: draft.level,
+        status: CourseStatus::Draft,
+        is_featured: draft.is_featured,
+        created_at: now,
+        updated_at: now,
+        published_at: None,
+    };
+    let row = CourseRow::insert(conn, &new)
+        .await
+        .map_err(|err| slug_taken(err, &new.slug))?;
+    Ok((row, category))
+}
+
+/// The course before and after the update (read, category by slug if it changes, UPDATE, read).
+async fn update_course(conn: &mut DbConn, update: CourseUpdate) -> Result<(Course, Course)> {
+    let id = update.id;
+    let before = CourseRow::find(conn, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
+    let category = match &update.category {
+        Some(slug) => Some(find_category(conn, slug).await?),
+        None => None,
+    };
+    let changes = CourseChanges {
+        slug: update.slug.clone(),
+        title: update.title,
+        summary: update.summary,
+        course_type: update.course_type,
+        category_id: category.as_ref().map(|c| c.id),
+        level: update.level,
+        is_featured: update.is_featured,
+        updated_at: Some(time::now()),
+    };
+    let updated = CourseRow::update(conn, id, &changes)
+        .await
+        .map_err(|err| slug_taken(err, update.slug.as_deref().unwrap_or_default()))?;
+    if updated.is_none() {
+        return Err(Error::NotFound(CourseKey::Id(id).to_string()));
+    }
+    let after = CourseRow::find(conn, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(CourseKey::Id(id).to_string()))?;
+    Ok((before, after))
+}
+
+/// What a lesson write makes stale: its course's entries by id and by slug (read in the write's
+/// transaction, so it is the slug the course has when the change commits).
+async fn lessons_changed(conn: &mut DbConn, lesson: &Lesson) -> Result<Option<Invalidation>> {
+    let slug = CourseRow::find(conn, lesson.course_id)
+        .await?
+        .map(|course| course.row.slug);
+    Ok(Some(cache::lessons_changed(
+        lesson.course_id,
+        slug.as_deref(),
+    )))
 }
 
 async fn find_category(conn: &mut DbConn, slug: &str) -> Result<Category> {

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
-use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
+use learnhub_db::{Db, DbArgs, DbOptions, Migrations, run_migrations};
 use learnhub_kit::{
     limits::ServerLimits,
     metrics::{self, MetricsListener},
@@ -92,6 +92,8 @@ pub struct Application {
     metrics: Option<MetricsListener>,
     db: Db,
     cache: Option<CacheClient>,
+    /// The cache's invalidation outbox and the relay's own pool (with a cache only).
+    outbox: Option<(learnhub_db::outbox::Outbox, Db)>,
     /// Mutual TLS under [`POLICY`], or plaintext.
     transport: Transport,
     server_limits: ServerLimits,
@@ -123,6 +125,21 @@ impl Application {
                 )
             })
             .transpose()?;
+        let outbox = match &cache {
+            Some(client) => {
+                let options = DbOptions {
+                    pool_size: 1,
+                    application_name: "catalog-svc-outbox",
+                    ..config.db.options("catalog-svc")
+                };
+                let relay_db = Db::connect(&options).await?;
+                Some((
+                    learnhub_db::outbox::Outbox::new(client.clone(), "catalog-svc"),
+                    relay_db,
+                ))
+            }
+            None => None,
+        };
         let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
         let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
@@ -131,6 +148,7 @@ impl Application {
             metrics,
             db,
             cache,
+            outbox,
             transport,
             server_limits: config.server_limits.clone(),
         })
@@ -163,9 +181,17 @@ impl Application {
         &self.db
     }
 
-    /// Serves gRPC and the metrics listener until `shutdown` is cancelled.
+    /// Serves gRPC and the metrics listener, and relays the cache outbox, until `shutdown` is
+    /// cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let api = service::CatalogApi::new(catalog::Catalog::new(self.db), self.cache);
+        let (outbox, relay) = match self.outbox {
+            Some((outbox, relay_db)) => {
+                let relay = outbox.spawn_relay(relay_db, shutdown.clone());
+                (Some(outbox), Some(relay))
+            }
+            None => (None, None),
+        };
+        let api = service::CatalogApi::new(catalog::Catalog::new(self.db), outbox);
         let routes =
             learnhub_db::profiled(tonic::service::Routes::new(CatalogServiceServer::new(api)));
         let grpc = server::serve_with_limits(
@@ -176,6 +202,12 @@ impl Application {
             &self.server_limits,
             &self.transport,
         );
-        metrics::serve_beside(self.metrics, shutdown, grpc).await
+        let served = metrics::serve_beside(self.metrics, shutdown, grpc).await;
+        if let Some(relay) = relay
+            && let Err(err) = relay.await
+        {
+            tracing::error!(%err, "cache outbox relay failed");
+        }
+        served
     }
 }

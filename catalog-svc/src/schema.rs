@@ -50,6 +50,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Cache invalidations committed with their writes, until cache-svc acknowledges them.
+    cache_outbox (id) {
+        id -> BigInt,
+        pattern -> Nullable<Text>,
+        keys -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(courses -> categories (category_id));
 diesel::joinable!(lessons -> courses (course_id));
 diesel::joinable!(exercises -> lessons (lesson_id));

@@ -1,6 +1,6 @@
 //! The `learnhub.catalog.v1.CatalogService` gRPC handlers: each turns its request into the
 //! domain input (`requests`), calls one catalog operation and maps the result.
-use learnhub_cache_client::CacheClient;
+use learnhub_db::outbox::Outbox;
 use learnhub_proto::{
     catalog::v1::{self as pb, catalog_service_server::CatalogService},
     common::v1 as common,
@@ -26,10 +26,11 @@ pub struct CatalogApi {
 }
 
 impl CatalogApi {
-    /// The API over `catalog`, reading through cache-svc when `cache` is set.
-    pub fn new(catalog: Catalog, cache: Option<CacheClient>) -> Self {
+    /// The API over `catalog`, reading through cache-svc (and invalidating through the outbox)
+    /// when `outbox` is set.
+    pub fn new(catalog: Catalog, outbox: Option<Outbox>) -> Self {
         Self {
-            catalog: catalog.with_cache(CatalogCache::new(cache)),
+            catalog: catalog.with_cache(CatalogCache::new(outbox)),
         }
     }
 }

@@ -105,6 +105,45 @@ macro_rules! db_insert_many {
     }};
 }
 
+impl DbConn {
+    /// Runs `body` in one transaction on this connection: committed when it returns `Ok`, rolled
+    /// back when it returns `Err`. The body gets the connection back as a `DbConn`, so the
+    /// model functions (which take one) compose inside it; theirs nest as savepoints.
+    pub async fn transaction<T, E>(
+        &mut self,
+        body: impl AsyncFnOnce(&mut DbConn) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        use diesel_async::TransactionManager;
+        async fn begin<C: AsyncConnection>(conn: &mut C) -> diesel::QueryResult<()> {
+            C::TransactionManager::begin_transaction(conn).await
+        }
+        async fn commit<C: AsyncConnection>(conn: &mut C) -> diesel::QueryResult<()> {
+            C::TransactionManager::commit_transaction(conn).await
+        }
+        async fn rollback<C: AsyncConnection>(conn: &mut C) -> diesel::QueryResult<()> {
+            C::TransactionManager::rollback_transaction(conn).await
+        }
+        let conn = &mut *self;
+        db_run!(conn => begin(conn).await)?;
+        let result = body(&mut *self).await;
+        let conn = &mut *self;
+        match result {
+            Ok(value) => {
+                db_run!(conn => commit(conn).await)?;
+                Ok(value)
+            }
+            Err(err) => match db_run!(conn => rollback(conn).await) {
+                // A broken manager says the connection is lost: the caller's error says why.
+                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
+                Err(rollback) => Err(rollback.into()),
+            },
+        }
+    }
+}
+
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the pool gauges are refreshed besides on each checkout (a returned connection
 /// changes them without passing through here).

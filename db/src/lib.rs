@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod database;
 mod error;
+pub mod outbox;
 mod pg_target;
 mod pool_metrics;
 pub mod profiler;

@@ -2,12 +2,16 @@
 //!
 //! Cached through cache-svc (when `--cache-addr` is set): the first page of ListEnrollments and
 //! GetProgress, stored as their encoded response messages under `user:{id}:…`. Every committed
-//! change to a learner's data invalidates `user:{id}:*` after the commit; the client's leases
-//! keep a load that raced with the change from being stored after it, so a read that follows a
-//! write sees the write.
+//! change to a learner's data invalidates `user:{id}:*`: recorded in the write's transaction and
+//! sent after the commit (see `crate::outbox`); the client's leases keep a load that raced with
+//! the change from being stored after it, so a read that follows a write sees the write.
 use std::{future::Future, time::Duration};
 
-use learnhub_cache_client::{CacheClient, CacheKey, CachePattern};
+use learnhub_cache_client::{CacheKey, CachePattern};
+use learnhub_db::{
+    Db, DbConn,
+    outbox::{Invalidation, Outbox},
+};
 
 use crate::{
     domain::EnrollmentStatus,
@@ -20,12 +24,12 @@ const TTL: Duration = Duration::from_secs(300);
 /// Read-through cache of a learner's data; without a cache-svc every read loads.
 #[derive(Clone)]
 pub struct LearnerCache {
-    client: Option<CacheClient>,
+    outbox: Option<Outbox>,
 }
 
 impl LearnerCache {
-    pub fn new(client: Option<CacheClient>) -> Self {
-        Self { client }
+    pub fn new(outbox: Option<Outbox>) -> Self {
+        Self { outbox }
     }
 
     /// The cached value of `key`, or `load`'s (then stored for next time). Concurrent calls for
@@ -36,19 +40,33 @@ impl LearnerCache {
         F: Future<Output = Result<M>>,
     {
         let shared = async { load.await.map_err(tonic::Status::from) };
-        learnhub_cache_client::get_or_load(self.client.as_ref(), key, TTL, || shared)
+        let client = self.outbox.as_ref().map(Outbox::client);
+        learnhub_cache_client::get_or_load(client, key, TTL, || shared)
             .await
             .map_err(Error::Status)
     }
 
-    /// Forgets everything cached for the user; call after the change is committed. If cache-svc
-    /// does not answer, the client retries in the background and bypasses the cache meanwhile.
-    pub async fn invalidate_user(&self, user_id: i64) {
-        if let Some(client) = &self.client
-            && let Err(err) = client.invalidate(&user_pattern(user_id)).await
-        {
-            tracing::warn!(user_id, %err, "cache invalidation deferred");
+    /// Runs `write` on a connection of `db`. With a cache, in one transaction with the outbox
+    /// row of what `stale` says it changed, delivered after the commit; without one, as it is
+    /// (no transaction of its own, no row: nothing would ever deliver it).
+    pub async fn write<T>(
+        &self,
+        db: &Db,
+        write: impl AsyncFnOnce(&mut DbConn) -> Result<T>,
+        stale: impl AsyncFnOnce(&mut DbConn, &T) -> Result<Option<Invalidation>>,
+    ) -> Result<T> {
+        match &self.outbox {
+            Some(outbox) => outbox.write(db, write, stale).await,
+            None => write(&mut db.conn().await?).await,
         }
+    }
+}
+
+/// A change to a learner's data: everything cached for them (`user:{id}:*`).
+pub fn user_changed(user_id: i64) -> Invalidation {
+    Invalidation {
+        patterns: vec![user_pattern(user_id)],
+        keys: Vec::new(),
     }
 }
 

@@ -126,27 +126,35 @@ impl Learners {
             completed_at: None,
             updated_at: now,
         };
-        let mut conn = self.conn().await?;
-        let inserted = Enrollment::insert_if_absent(&mut conn, &new)
-            .await
-            .map_err(|err| {
-                if is_foreign_key_violation(&err) {
-                    Error::NotFound(format!("user {user_id}"))
-                } else {
-                    err.into()
-                }
-            })?;
-        let enrollment = Enrollment::find_for_course(&mut conn, user_id, course_id)
-            .await?
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "enrollment of user {user_id} in course {course_id} vanished after its insert"
-                ))
-            })?;
-        drop(conn);
-        if inserted > 0 {
-            self.cache.invalidate_user(user_id).await;
-        }
+        let insert = async |conn: &mut DbConn| {
+            let inserted = Enrollment::insert_if_absent(conn, &new)
+                .await
+                .map_err(|err| {
+                    if is_foreign_key_violation(&err) {
+                        Error::NotFound(format!("user {user_id}"))
+                    } else {
+                        err.into()
+                    }
+                })?;
+            let enrollment = Enrollment::find_for_course(conn, user_id, course_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "enrollment of user {user_id} in course {course_id} vanished after its insert"
+                    ))
+                })?;
+            Ok((inserted > 0, enrollment))
+        };
+        let (_, enrollment) = self
+            .cache
+            .write(
+                &self.db,
+                insert,
+                async |_, (inserted, _): &(bool, Enrollment)| {
+                    Ok(inserted.then(|| cache::user_changed(user_id)))
+                },
+            )
+            .await?;
         Ok(enrollment)
     }
 
@@ -214,24 +222,27 @@ impl Learners {
     /// statuses (or NOT_FOUND).
     pub async fn update_status(&self, change: StatusChange) -> Result<Enrollment> {
         let StatusChange { id, to } = change;
-        let mut conn = self.conn().await?;
-        match Enrollment::transition(&mut conn, id, to, time::now()).await? {
-            Some(moved) => {
-                drop(conn);
-                self.cache.invalidate_user(moved.user_id).await;
-                Ok(moved)
-            }
-            None => {
-                let current = Enrollment::find(&mut conn, id)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("enrollment {id}")))?;
-                Err(Error::FailedPrecondition(format!(
-                    "status: enrollment {id} is {}; it cannot become {}",
-                    current.status.as_str(),
-                    to.as_str()
-                )))
-            }
-        }
+        let transition =
+            async |conn: &mut DbConn| match Enrollment::transition(conn, id, to, time::now())
+                .await?
+            {
+                Some(moved) => Ok(moved),
+                None => {
+                    let current = Enrollment::find(conn, id)
+                        .await?
+                        .ok_or_else(|| Error::NotFound(format!("enrollment {id}")))?;
+                    Err(Error::FailedPrecondition(format!(
+                        "status: enrollment {id} is {}; it cannot become {}",
+                        current.status.as_str(),
+                        to.as_str()
+                    )))
+                }
+            };
+        self.cache
+            .write(&self.db, transition, async |_, moved: &Enrollment| {
+                Ok(Some(cache::user_changed(moved.user_id)))
+            })
+            .await
     }
 
     /// The course as the catalog has it now; NOT_FOUND only if it was removed from the catalog.
@@ -268,20 +279,32 @@ impl Learners {
         if !course.lesson_ids.contains(&lesson_id) {
             return Err(self.foreign_lesson(lesson_id, &enrollment).await);
         }
-        let mut conn = self.conn().await?;
-        let recorded = LessonProgress::record(
-            &mut conn,
-            enrollment_id,
-            lesson_id,
-            completed,
-            &course.lesson_ids,
-            time::now(),
-        )
-        .await?;
-        drop(conn);
+        let record = async |conn: &mut DbConn| {
+            let now = time::now();
+            Ok(LessonProgress::record(
+                conn,
+                enrollment_id,
+                lesson_id,
+                completed,
+                &course.lesson_ids,
+                now,
+            )
+            .await?)
+        };
+        let recorded = self
+            .cache
+            .write(&self.db, record, async |_, recorded: &Recorded| {
+                Ok(match recorded {
+                    Recorded::Done { enrollment, .. } => {
+                        Some(cache::user_changed(enrollment.user_id))
+                    }
+                    // Refused: nothing was written.
+                    Recorded::Dropped(_) | Recorded::NoEnrollment => None,
+                })
+            })
+            .await?;
         match recorded {
             Recorded::Done { enrollment, rows } => {
-                self.cache.invalidate_user(enrollment.user_id).await;
                 Ok(convert::progress(&enrollment, &course.lesson_ids, &rows))
             }
             Recorded::Dropped(enrollment) => Err(dropped(&enrollment)),
@@ -339,17 +362,20 @@ impl Learners {
             score: draft.score,
             submitted_at: time::now(),
         };
-        let mut conn = self.conn().await?;
-        let submission = Submission::insert(&mut conn, &new).await.map_err(|err| {
-            if is_foreign_key_violation(&err) {
-                Error::NotFound(format!("user {user_id}"))
-            } else {
-                err.into()
-            }
-        })?;
-        drop(conn);
-        self.cache.invalidate_user(user_id).await;
-        Ok(submission)
+        let insert = async |conn: &mut DbConn| {
+            Submission::insert(conn, &new).await.map_err(|err| {
+                if is_foreign_key_violation(&err) {
+                    Error::NotFound(format!("user {user_id}"))
+                } else {
+                    err.into()
+                }
+            })
+        };
+        self.cache
+            .write(&self.db, insert, async |_, _| {
+                Ok(Some(cache::user_changed(user_id)))
+            })
+            .await
     }
 
     /// Three statements over the date indexes (see `analytics`).

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
-use learnhub_db::{Db, DbArgs, Migrations, run_migrations};
+use learnhub_db::{Db, DbArgs, DbOptions, Migrations, run_migrations};
 use learnhub_kit::{
     client::{self, ClientOptions, Resolver},
     limits::ServerLimits,
@@ -134,6 +134,8 @@ pub struct Application {
     listener: Listener,
     metrics: Option<MetricsListener>,
     learners: learners::Learners,
+    /// The cache's invalidation outbox and the relay's own pool (with a cache only).
+    relay: Option<(learnhub_db::outbox::Outbox, Db)>,
     max_submission_bytes: usize,
     /// Mutual TLS under [`POLICY`], or plaintext.
     transport: Transport,
@@ -177,7 +179,21 @@ impl Application {
                 )
             })
             .transpose()?;
-        let cache = cache::LearnerCache::new(cache_client);
+        let outbox =
+            cache_client.map(|client| learnhub_db::outbox::Outbox::new(client, "enrollment-svc"));
+        let relay_db = match &outbox {
+            Some(_) => {
+                let options = DbOptions {
+                    pool_size: 1,
+                    application_name: "enrollment-svc-outbox",
+                    ..config.db.options("enrollment-svc")
+                };
+                Some(Db::connect(&options).await?)
+            }
+            None => None,
+        };
+        let relay = outbox.clone().zip(relay_db);
+        let cache = cache::LearnerCache::new(outbox);
         let listener = Listener::bind(&config.listen, config.tls.memory.as_ref()).await?;
         let transport = listener.transport(tls, POLICY);
         let metrics = MetricsListener::bind(&config.metrics_addr).await?;
@@ -185,6 +201,7 @@ impl Application {
             listener,
             metrics,
             learners: learners::Learners::new(db, catalog, cache),
+            relay,
             max_submission_bytes: config.max_submission_bytes,
             transport,
             server_limits: config.server_limits.clone(),
@@ -213,8 +230,12 @@ impl Application {
         self.learners.db()
     }
 
-    /// Serves gRPC and the metrics listener until `shutdown` is cancelled.
+    /// Serves gRPC and the metrics listener, and relays the cache outbox, until `shutdown` is
+    /// cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let relay = self
+            .relay
+            .map(|(outbox, relay_db)| outbox.spawn_relay(relay_db, shutdown.clone()));
         let api = service::EnrollmentApi::new(self.learners, self.max_submission_bytes);
         let routes = learnhub_db::profiled(tonic::service::Routes::new(
             EnrollmentServiceServer::new(api),
@@ -227,6 +248,12 @@ impl Application {
             &self.server_limits,
             &self.transport,
         );
-        metrics::serve_beside(self.metrics, shutdown, grpc).await
+        let served = metrics::serve_beside(self.metrics, shutdown, grpc).await;
+        if let Some(relay) = relay
+            && let Err(err) = relay.await
+        {
+            tracing::error!(%err, "cache outbox relay failed");
+        }
+        served
     }
 }

@@ -46,6 +46,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Cache invalidations committed with their writes, until cache-svc acknowledges them.
+    cache_outbox (id) {
+        id -> BigInt,
+        pattern -> Nullable<Text>,
+        keys -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(enrollments -> users (user_id));
 diesel::joinable!(lesson_progress -> enrollments (enrollment_id));
 diesel::joinable!(exercise_submissions -> users (user_id));

@@ -1,19 +1,44 @@
 //! Test servers on port 0 with their own database, and statement counting.
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
 use catalog_svc::{Application, Config};
 use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
 use learnhub_kit::shutdown::CancellationToken;
 use learnhub_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub struct TestApp {
     pub client: CatalogServiceClient<Channel>,
     pub cache: Option<learnhub_cache_client::CacheClient>,
     pub db: Db,
-    shutdown: CancellationToken,
-    _database: TestDatabase,
+    config: Config,
+    server: Server,
+    database: TestDatabase,
 }
 
-impl Drop for TestApp {
+/// The running server: stopped when dropped.
+struct Server {
+    shutdown: CancellationToken,
+    task: Option<ServerTask>,
+}
+
+impl Server {
+    /// Stops the server and waits until its task (the outbox relay's too) has ended.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("catalog-svc task")
+                .expect("catalog-svc stops cleanly");
+        }
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
@@ -40,6 +65,10 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
         tls: learnhub_kit::tls::TlsArgs::plaintext(),
         server_limits: learnhub_kit::limits::ServerLimits::default(),
     };
+    start(config, database).await
+}
+
+async fn start(config: Config, database: TestDatabase) -> TestApp {
     let app = Application::build(&config)
         .await
         .expect("catalog-svc starts");
@@ -47,7 +76,7 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
     let db = app.db().clone();
     let cache = app.cache().cloned();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = CatalogServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -55,12 +84,33 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
         client,
         cache,
         db,
-        shutdown,
-        _database: database,
+        config,
+        server: Server {
+            shutdown,
+            task: Some(task),
+        },
+        database,
     }
 }
 
 impl TestApp {
+    /// Stops this catalog-svc and lets go of everything it had in memory (its cache client,
+    /// with any invalidation it was still retrying), then starts a new one on the same database
+    /// and settings: what a restart of the process leaves.
+    pub async fn restart(self) -> TestApp {
+        let TestApp {
+            client,
+            cache,
+            db,
+            config,
+            server,
+            database,
+        } = self;
+        drop((client, cache, db));
+        server.stop().await;
+        start(config, database).await
+    }
+
     pub async fn seed(&self, courses: u64) -> catalog_svc::seed::SeedReport {
         catalog_svc::seed::run(&self.db, courses, false)
             .await
@@ -80,8 +130,9 @@ pub use learnhub_kit::testing::assert_status;
 /// A cache-svc on Redis (127.0.0.1:6379) under a key prefix of its own, on port 0.
 pub struct TestCache {
     pub addr: std::net::SocketAddr,
+    prefix: String,
     shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), learnhub_kit::server::ServeError>>>,
+    task: Option<ServerTask>,
 }
 
 impl Drop for TestCache {
@@ -93,6 +144,15 @@ impl Drop for TestCache {
 impl TestCache {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Starts cache-svc again (after [`Self::stop`]) on the same address and Redis key prefix:
+    /// the entries stored before the stop are still there.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (_, shutdown, task) = serve_cache(&self.addr.to_string(), &self.prefix).await;
+        self.shutdown = shutdown;
+        self.task = Some(task);
     }
 
     /// Stops cache-svc and waits until it no longer answers anything.
@@ -113,12 +173,28 @@ pub async fn spawn_cache() -> TestCache {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
+    let (addr, shutdown, task) = serve_cache("127.0.0.1:0", &prefix).await;
+    TestCache {
+        addr,
+        prefix,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), learnhub_kit::server::ServeError>>;
+
+/// A cache-svc on `listen` over the test Redis, keys under `prefix`.
+async fn serve_cache(
+    listen: &str,
+    prefix: &str,
+) -> (std::net::SocketAddr, CancellationToken, ServerTask) {
     let config = cache_svc::Config {
-        listen: "127.0.0.1:0".into(),
+        listen: listen.into(),
         redis_url: Some(
             std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         ),
-        key_prefix: prefix,
+        key_prefix: prefix.to_owned(),
         ..cache_svc::Config::default()
     };
     let app = cache_svc::Application::build(&config)
@@ -127,9 +203,79 @@ pub async fn spawn_cache() -> TestCache {
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestCache {
-        addr,
-        shutdown,
-        task: Some(task),
+    (addr, shutdown, task)
+}
+
+/// A TCP path to a server that the test can cut and mend: a network partition between a
+/// service and cache-svc, with both processes still up. Cutting closes the connections through
+/// it, and new ones as soon as they are accepted.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Partition {
+    /// A path to `target`, open.
+    pub async fn to(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the partition's port");
+        let addr = listener.local_addr().expect("the partition's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, tracked) = (Arc::clone(&open), Arc::clone(&connections));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                // Both checks under the lock `cut` takes: no connection slips past a cut.
+                let mut live = tracked.lock().unwrap();
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                live.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection through the path (they are gone when this returns) and refuses
+    /// new ones until [`Self::mend`].
+    pub async fn cut(&self) {
+        let connections: Vec<_> = {
+            let mut tracked = self.connections.lock().unwrap();
+            self.open.store(false, Ordering::SeqCst);
+            tracked.drain(..).collect()
+        };
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+
+    pub fn mend(&self) {
+        self.open.store(true, Ordering::SeqCst);
     }
 }

@@ -11,6 +11,7 @@ mod courses;
 mod db_stats;
 mod indexes;
 mod lessons;
+mod outbox;
 mod profiler;
 mod rpc_budgets;
 mod stored_values;

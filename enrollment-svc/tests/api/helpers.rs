@@ -1,6 +1,9 @@
 //! Test servers on port 0 with their own databases: a catalog-svc and the enrollment-svc that
 //! calls it. Catalog fixtures go through catalog-svc's gRPC API, like production data would.
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 use enrollment_svc::{Application, Config};
 use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
@@ -88,13 +91,34 @@ pub struct TestApp {
     pub db: Db,
     pub catalog: CatalogServer,
     pub backend: Backend,
-    shutdown: CancellationToken,
-    _database: TestDatabase,
+    config: Config,
+    server: Server,
+    database: TestDatabase,
 }
 
-impl Drop for TestApp {
+type ServerTask = JoinHandle<Result<(), learnhub_kit::server::ServeError>>;
+
+/// The running enrollment-svc: stopped when dropped.
+struct Server {
+    shutdown: CancellationToken,
+    task: Option<ServerTask>,
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+impl Server {
+    /// Stops the server and waits until its task (the outbox relay's too) has ended.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("enrollment-svc task")
+                .expect("enrollment-svc stops cleanly");
+        }
     }
 }
 
@@ -109,13 +133,22 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
     let database = TestDatabase::create(backend).await;
     let mut config = Config::new("127.0.0.1:0", db_args(database.url()), catalog.addr.clone());
     configure(&mut config);
+    start(config, catalog, backend, database).await
+}
+
+async fn start(
+    config: Config,
+    catalog: CatalogServer,
+    backend: Backend,
+    database: TestDatabase,
+) -> TestApp {
     let app = Application::build(&config)
         .await
         .expect("enrollment-svc starts");
     let addr = app.local_addr();
     let db = app.db().clone();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = EnrollmentServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -125,8 +158,12 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
         db,
         catalog,
         backend,
-        shutdown,
-        _database: database,
+        config,
+        server: Server {
+            shutdown,
+            task: Some(task),
+        },
+        database,
     }
 }
 
@@ -145,6 +182,25 @@ pub struct Course {
 }
 
 impl TestApp {
+    /// Stops this enrollment-svc and lets go of everything it had in memory (its cache client,
+    /// with any invalidation it was still retrying), then starts a new one on the same database
+    /// and settings (and the same catalog-svc): what a restart of the process leaves.
+    pub async fn restart(self) -> TestApp {
+        let TestApp {
+            client,
+            db,
+            catalog,
+            backend,
+            config,
+            server,
+            database,
+            ..
+        } = self;
+        drop((client, db));
+        server.stop().await;
+        start(config, catalog, backend, database).await
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }
@@ -256,3 +312,76 @@ impl TestApp {
 }
 
 pub use learnhub_kit::testing::assert_status;
+/// A TCP path to a server that the test can cut and mend: a network partition between a
+/// service and cache-svc, with both processes still up. Cutting closes the connections through
+/// it, and new ones as soon as they are accepted.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Partition {
+    /// A path to `target`, open.
+    pub async fn to(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the partition's port");
+        let addr = listener.local_addr().expect("the partition's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, tracked) = (Arc::clone(&open), Arc::clone(&connections));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                // Both checks under the lock `cut` takes: no connection slips past a cut.
+                let mut live = tracked.lock().unwrap();
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                live.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection through the path (they are gone when this returns) and refuses
+    /// new ones until [`Self::mend`].
+    pub async fn cut(&self) {
+        let connections: Vec<_> = {
+            let mut tracked = self.connections.lock().unwrap();
+            self.open.store(false, Ordering::SeqCst);
+            tracked.drain(..).collect()
+        };
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+
+    pub fn mend(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

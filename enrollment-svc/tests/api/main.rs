@@ -13,6 +13,7 @@ mod cache;
 mod db_stats;
 mod enrollments;
 mod indexes;
+mod outbox;
 mod progress;
 mod rpc_budgets;
 mod seed;
