@@ -198,42 +198,45 @@ pub fn database_url(maintenance_url: &str, name: &str) -> anyhow::Result<String>
     Ok(url)
 }
 
-/// Takes the service's last migration (its performance indexes) away (`on = false`) or puts
-/// it back (`on = true`). Returns the migration's name.
+/// Takes the service's performance-index migration (the one named `…performance_indexes`) away
+/// (`on = false`) or puts it back (`on = true`); the migrations after it (e.g. the cache
+/// outbox) stay. Returns the migration's name.
 pub async fn set_performance_indexes(
     url: &str,
     migrations: fn() -> Migrations,
     on: bool,
 ) -> anyhow::Result<String> {
-    // Everything applied first, so the last applied migration is the last embedded one.
+    // Everything applied first (on: the index migration is applied again if it was taken away).
     run_migrations(url, migrations()).await?;
     let source = migrations().postgres;
-    let last = MigrationSource::<diesel::pg::Pg>::migrations(&source)
+    let name = MigrationSource::<diesel::pg::Pg>::migrations(&source)
         .map_err(|err| anyhow::anyhow!("reading embedded migrations: {err}"))?
-        .last()
+        .iter()
         .map(|m| m.name().to_string())
-        .context("the service has no migration")?;
-    if !last.contains("index") {
-        bail!("the last migration ({last}) is not a performance-index migration");
-    }
+        .filter(|name| name.ends_with("performance_indexes"))
+        .last()
+        .context("the service has no performance_indexes migration")?;
     if on {
-        return Ok(last);
+        return Ok(name);
     }
     let url = url.to_owned();
-    let reverted = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+    let wanted = name.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // The wrapper blocks on the runtime, so it lives on a blocking thread (as in the kit).
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .with_context(|| format!("connecting to {url}"))?;
-        let version = conn
-            .revert_last_migration(source)
+        let all = MigrationSource::<diesel::pg::Pg>::migrations(&source)
+            .map_err(|err| anyhow::anyhow!("reading embedded migrations: {err}"))?;
+        let migration = all
+            .iter()
+            .find(|m| m.name().to_string() == wanted)
+            .context("the index migration vanished")?;
+        conn.revert_migration(migration.as_ref())
             .map_err(|err| anyhow::anyhow!("reverting the index migration: {err}"))?;
-        Ok(version.to_string())
+        Ok(())
     })
     .await??;
-    if !last.starts_with(&reverted) && !last.replace('-', "").starts_with(&reverted) {
-        tracing::warn!(%reverted, %last, "reverted migration version does not match its name");
-    }
-    Ok(last)
+    Ok(name)
 }
 
 /// `VACUUM ANALYZE`: fresh planner statistics and visibility maps (index-only scans) after a
