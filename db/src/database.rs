@@ -106,8 +106,8 @@ macro_rules! db_insert_many {
 }
 
 impl DbConn {
-    /// Runs `body` in one transaction on this connection: committed when it returns `Ok`, rolled
-    /// back when it returns `Err`. The body gets the connection back as a `DbConn`, so the
+    /// Runs `body` in one transaction on this connection (on SQLite `BEGIN IMMEDIATE`):
+    /// committed when it returns `Ok`, rolled back when it returns `Err`. The body gets the connection back as a `DbConn`, so the
     /// model functions (which take one) compose inside it; theirs nest as savepoints.
     pub async fn transaction<T, E>(
         &mut self,
@@ -126,8 +126,22 @@ impl DbConn {
         async fn rollback<C: AsyncConnection>(conn: &mut C) -> diesel::QueryResult<()> {
             C::TransactionManager::rollback_transaction(conn).await
         }
-        let conn = &mut *self;
-        db_run!(conn => begin(conn).await)?;
+        match self {
+            DbConn::Postgres(conn) => begin(&mut **conn).await?,
+            // BEGIN IMMEDIATE: the write lock is taken (waiting up to busy_timeout) before the
+            // body reads, so a body that reads then writes never meets SQLITE_BUSY on the lock
+            // upgrade, which a deferred BEGIN gets at once under concurrent writers.
+            DbConn::Sqlite(conn) => {
+                let conn: &mut SqliteConn = conn;
+                conn.spawn_blocking(|conn| {
+                    diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                        conn,
+                        "BEGIN IMMEDIATE",
+                    )
+                })
+                .await?;
+            }
+        }
         let result = body(&mut *self).await;
         let conn = &mut *self;
         match result {

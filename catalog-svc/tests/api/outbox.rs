@@ -16,6 +16,7 @@ on_both_backends!(
     an_invalidation_lost_with_cache_svc_survives_a_restart_of_catalog_svc,
     a_write_that_fails_records_nothing_and_one_delivered_inline_leaves_no_row,
     without_a_cache_nothing_is_recorded,
+    concurrent_writes_that_read_first_all_commit,
 );
 
 /// How long the relay may take once cache-svc is back: its round every second, after the
@@ -236,4 +237,33 @@ async fn without_a_cache_nothing_is_recorded(backend: Backend) {
     rename(&app, 1, "No cache, no outbox").await;
     assert_eq!(title(&app, 1).await, "No cache, no outbox");
     assert_eq!(backlog(&app).await, 0);
+}
+
+/// With a cache every course write runs in a transaction that reads, then writes (and records
+/// its invalidation): 16 at once all commit, on SQLite too (its transactions begin IMMEDIATE,
+/// so none fails on the lock upgrade), and the outbox ends empty.
+async fn concurrent_writes_that_read_first_all_commit(backend: Backend) {
+    let cache = spawn_cache().await;
+    let app = spawn_app_with_cache(backend, Some(cache.url())).await;
+    app.seed(5).await;
+    let writes = (0..16).map(|n| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .update_course(pb::UpdateCourseRequest {
+                    id: n % 5 + 1,
+                    title: Some(format!("Concurrent {n}")),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    for written in futures::future::join_all(writes).await {
+        written.unwrap();
+    }
+    relayed(&app).await;
+    assert_eq!(backlog(&app).await, 0);
+    for id in 1..=5 {
+        assert!(title(&app, id).await.starts_with("Concurrent "));
+    }
 }
