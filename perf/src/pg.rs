@@ -213,8 +213,7 @@ pub async fn set_performance_indexes(
         .map_err(|err| anyhow::anyhow!("reading embedded migrations: {err}"))?
         .iter()
         .map(|m| m.name().to_string())
-        .filter(|name| name.ends_with("performance_indexes"))
-        .last()
+        .rfind(|name| name.ends_with("performance_indexes"))
         .context("the service has no performance_indexes migration")?;
     if on {
         return Ok(name);
