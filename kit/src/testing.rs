@@ -1,4 +1,10 @@
 //! Helpers for the services' tests.
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use tokio::task::JoinHandle;
 
 /// Asserts a gRPC error's code and that its message names `field`.
 #[track_caller]
@@ -91,5 +97,87 @@ pub mod grpc_web {
             assert_eq!(response.message, b"hello");
             assert!(response.trailers.starts_with("grpc-status:0"));
         }
+    }
+}
+
+/// A TCP path to a server that the test can cut and mend: a network partition between a
+/// service and cache-svc, with both processes still up. Cutting closes the connections through
+/// it, and new ones as soon as they are accepted.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for connection in connections.drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Partition {
+    /// A path to `target`, open. Panics if no loopback port can be bound (test set-up).
+    pub async fn to(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the partition's port");
+        let addr = listener.local_addr().expect("the partition's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, tracked) = (Arc::clone(&open), Arc::clone(&connections));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                // Both checks under the lock `cut` takes: no connection slips past a cut.
+                let live = tracked.lock();
+                let mut live = live.unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                live.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection through the path (they are gone when this returns) and refuses
+    /// new ones until [`Self::mend`].
+    pub async fn cut(&self) {
+        let connections: Vec<_> = {
+            let mut tracked = self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.open.store(false, Ordering::SeqCst);
+            tracked.drain(..).collect()
+        };
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+
+    pub fn mend(&self) {
+        self.open.store(true, Ordering::SeqCst);
     }
 }

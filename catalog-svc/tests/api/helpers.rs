@@ -1,15 +1,12 @@
 //! Test servers on port 0 with their own database, and statement counting.
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicBool, Ordering},
-};
 
 use catalog_svc::{Application, Config};
 use learnhub_db::{Backend, Db, DbArgs, testing::TestDatabase};
 use learnhub_kit::shutdown::CancellationToken;
 use learnhub_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+pub use learnhub_kit::testing::Partition;
 
 pub struct TestApp {
     pub client: CatalogServiceClient<Channel>,
@@ -204,78 +201,4 @@ async fn serve_cache(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     (addr, shutdown, task)
-}
-
-/// A TCP path to a server that the test can cut and mend: a network partition between a
-/// service and cache-svc, with both processes still up. Cutting closes the connections through
-/// it, and new ones as soon as they are accepted.
-pub struct Partition {
-    pub addr: std::net::SocketAddr,
-    open: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        self.task.abort();
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-}
-
-impl Partition {
-    /// A path to `target`, open.
-    pub async fn to(target: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the partition's port");
-        let addr = listener.local_addr().expect("the partition's address");
-        let open = Arc::new(AtomicBool::new(true));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (accepting, tracked) = (Arc::clone(&open), Arc::clone(&connections));
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                // Both checks under the lock `cut` takes: no connection slips past a cut.
-                let mut live = tracked.lock().unwrap();
-                if !accepting.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                live.push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        });
-        Self {
-            addr,
-            open,
-            connections,
-            task,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Closes every connection through the path (they are gone when this returns) and refuses
-    /// new ones until [`Self::mend`].
-    pub async fn cut(&self) {
-        let connections: Vec<_> = {
-            let mut tracked = self.connections.lock().unwrap();
-            self.open.store(false, Ordering::SeqCst);
-            tracked.drain(..).collect()
-        };
-        for connection in connections {
-            connection.abort();
-            let _ = connection.await;
-        }
-    }
-
-    pub fn mend(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
 }
