@@ -127,19 +127,15 @@ impl CatalogCache {
             .map_err(Error::Status)
     }
 
-    /// Runs `write` on a connection of `db`. With a cache, in one transaction with the outbox
-    /// row of what `stale` says it changed, delivered after the commit; without one, as it is
-    /// (no transaction of its own, no row: nothing would ever deliver it).
+    /// Runs `write` on a connection of `db`, with the outbox row of what `stale` says it changed
+    /// when there is a cache (`learnhub_db::outbox::write`).
     pub async fn write<T>(
         &self,
         db: &Db,
         write: impl AsyncFnOnce(&mut DbConn) -> Result<T>,
         stale: impl AsyncFnOnce(&mut DbConn, &T) -> Result<Option<Invalidation>>,
     ) -> Result<T> {
-        match &self.outbox {
-            Some(outbox) => outbox.write(db, write, stale).await,
-            None => write(&mut db.conn().await?).await,
-        }
+        learnhub_db::outbox::write(self.outbox.as_ref(), db, write, stale).await
     }
 }
 

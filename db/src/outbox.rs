@@ -410,6 +410,25 @@ impl Outbox {
     }
 }
 
+/// Runs `write` on a connection of `db`. With an outbox (the service has a cache), in one
+/// transaction with the row of what `stale` says it changed, delivered after the commit
+/// ([`Outbox::write`]); without one, as it is (no transaction of its own, no row: nothing would
+/// ever deliver it).
+pub async fn write<T, E>(
+    outbox: Option<&Outbox>,
+    db: &Db,
+    write: impl AsyncFnOnce(&mut DbConn) -> Result<T, E>,
+    stale: impl AsyncFnOnce(&mut DbConn, &T) -> Result<Option<Invalidation>, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error> + From<DbError>,
+{
+    match outbox {
+        Some(outbox) => outbox.write(db, write, stale).await,
+        None => write(&mut db.conn().await?).await,
+    }
+}
+
 /// Rows not yet delivered (one statement; for tests and operators).
 pub async fn backlog(db: &Db) -> Result<i64, DbError> {
     let mut conn = db.conn().await?;
