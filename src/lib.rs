@@ -5,6 +5,7 @@
 //! only.
 use std::{fmt, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
+use learnhub_cache_client::NearCacheArgs;
 use learnhub_db::{Db, DbArgs};
 use learnhub_kit::{
     client::ClientOptions,
@@ -159,6 +160,9 @@ pub struct PlatformConfig {
     /// How the services reach each other. Plaintext ports in [`PlatformConfig::new`]: tests and
     /// perf-report call the services directly; the monolith uses the in-memory network.
     pub internal: InternalTransport,
+    /// The gateway's and catalog-svc's near-caches (L1) in front of cache-svc (the flags'
+    /// defaults unless set; [`NearCacheArgs::off`] for none).
+    pub near_cache: NearCacheArgs,
 }
 
 impl PlatformConfig {
@@ -185,6 +189,7 @@ impl PlatformConfig {
             service_metrics_listeners: false,
             gateway_limits: gateway::limits::LimitConfig::default(),
             internal: InternalTransport::Plaintext,
+            near_cache: NearCacheArgs::default(),
         }
     }
 }
@@ -207,6 +212,7 @@ impl fmt::Debug for PlatformConfig {
             .field("service_metrics_listeners", &self.service_metrics_listeners)
             .field("gateway_limits", &self.gateway_limits)
             .field("internal", &self.internal)
+            .field("near_cache", &self.near_cache)
             .finish()
     }
 }
@@ -491,6 +497,29 @@ impl Platform {
         self.cache_addr
     }
 
+    /// The configuration of one more gateway replica in front of this platform's services, as
+    /// `config` (the one the platform was started with) sets the first, on a free loopback port:
+    /// for tests and benchmarks of several gateways. `None` unless the services take plaintext
+    /// on loopback ports ([`InternalTransport::Plaintext`]).
+    pub fn replica_gateway_config(&self, config: &PlatformConfig) -> Option<gateway::Config> {
+        if config.internal != InternalTransport::Plaintext {
+            return None;
+        }
+        let url = |addr: SocketAddr| format!("http://{addr}");
+        let upstreams = GatewayUpstreams {
+            catalog: url(self.catalog_addr?),
+            enrollment: url(self.enrollment_addr?),
+        };
+        let mut replica = gateway_config(
+            config,
+            upstreams,
+            self.cache_addr.map(url),
+            TlsArgs::plaintext(),
+        );
+        replica.listen = LOOPBACK_ANY_PORT.into();
+        Some(replica)
+    }
+
     /// Where `service` serves `GET /metrics`: the gateway on its own port; the other services
     /// only with [`PlatformConfig::service_metrics_listeners`]. In one process every address
     /// serves the same registry.
@@ -684,6 +713,7 @@ fn catalog_config(
     tls: TlsArgs,
 ) -> catalog_svc::Config {
     catalog_svc::Config {
+        near_cache: config.near_cache.clone(),
         listen: LOOPBACK_ANY_PORT.into(),
         metrics_addr: service_metrics_addr(config),
         db: db_args(config, &config.catalog_database_url),
@@ -719,6 +749,7 @@ fn gateway_config(
     tls: TlsArgs,
 ) -> gateway::Config {
     gateway::Config {
+        near_cache: config.near_cache.clone(),
         listen: config.listen.clone(),
         catalog_addr: upstreams.catalog,
         enrollment_addr: Some(upstreams.enrollment),

@@ -37,6 +37,7 @@ async fn catalog_replica(
     stop: &CancellationToken,
 ) -> (SocketAddr, learnhub_db::Db) {
     let catalog = catalog_svc::Application::build(&catalog_svc::Config {
+        near_cache: Default::default(),
         listen: "127.0.0.1:0".into(),
         metrics_addr: String::new(),
         db: db_args(database),

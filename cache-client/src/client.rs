@@ -17,15 +17,17 @@ use std::{
 
 use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::cache::v1::{
-    DeleteRequest, GetRequest, InvalidatePatternRequest, SetRequest,
-    cache_service_client::CacheServiceClient,
+    DeleteRequest, GetRequest, InvalidatePatternRequest, InvalidatedKeys, SetRequest,
+    SubscribeRequest, cache_service_client::CacheServiceClient, invalidation::Change,
 };
 use prost::Message;
 use tokio::sync::watch;
 use tonic::Request;
 use tracing::{Instrument, Span, field::Empty};
 
-use crate::{CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker};
+use crate::{
+    CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker, near::NearCache,
+};
 
 /// What a finished flight hands its followers: the leader's value (`T`) or error (`E`).
 type Shared = Result<Arc<dyn Any + Send + Sync>, Arc<dyn Any + Send + Sync>>;
@@ -85,6 +87,17 @@ struct Inner {
     pending: Mutex<Vec<Pending>>,
     retrying: AtomicBool,
     counters: Counters,
+    /// The L1 (`CacheClientOptions::near`), and the task that keeps it subscribed.
+    near: Option<Arc<NearCache>>,
+    subscription: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(subscription) = &self.subscription {
+            subscription.abort();
+        }
+    }
 }
 
 /// A cache-svc client for one process. Clone it freely (clones share flights, breaker, counters).
@@ -137,16 +150,45 @@ impl CacheClient {
     pub fn from_channel(channel: ServiceChannel, options: CacheClientOptions) -> Self {
         // The series exists from the start: a dashboard can tell "closed" from "no client".
         metrics::gauge!("learnhub_cache_client_breaker_open", "service" => options.caller).set(0.0);
+        let client = CacheServiceClient::new(channel);
+        // The L1 needs the subscription, which needs a runtime to run on.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let near = options
+            .near
+            .as_ref()
+            .filter(|near| !near.ttl.is_zero() && runtime.is_some())
+            .map(|near| Arc::new(NearCache::new(near, options.caller)));
+        let subscription = near.as_ref().zip(runtime).map(|(near, runtime)| {
+            runtime
+                .spawn(subscribe(client.clone(), Arc::downgrade(near)))
+                .abort_handle()
+        });
         Self {
             inner: Arc::new(Inner {
-                client: CacheServiceClient::new(channel),
+                client,
                 breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown),
                 options,
                 flights: Mutex::new(HashMap::new()),
                 pending: Mutex::new(Vec::new()),
                 retrying: AtomicBool::new(false),
                 counters: Counters::default(),
+                near,
+                subscription,
             }),
+        }
+    }
+
+    /// The L1, when configured (`CacheClientOptions::near`).
+    pub fn near(&self) -> Option<&NearCache> {
+        self.inner.near.as_deref()
+    }
+
+    /// Drops what `pattern` matches from this process's L1 only (cache-svc is not called): for a
+    /// process that saw a write acknowledged by another service, which invalidates cache-svc
+    /// itself, and wants its own next read to see it without waiting for the push.
+    pub fn forget(&self, pattern: &str) {
+        if let Some(near) = self.near() {
+            near.apply(&Change::Pattern(pattern.to_owned()));
         }
     }
 
@@ -174,9 +216,24 @@ impl CacheClient {
             cache.key_namespace = key.namespace(),
             cache.result = Empty,
         );
-        self.get_or_load_in(&span, key, ttl, loader)
+        let near = self.near().filter(|near| near.holds(key.namespace()));
+        let Some(near) = near else {
+            return self
+                .get_or_load_in(&span, key, ttl, loader)
+                .instrument(span.clone())
+                .await;
+        };
+        if let Some(value) = near.get::<T>(key) {
+            span.record("cache.result", "near");
+            return Ok(value);
+        }
+        let ticket = near.ticket();
+        let value = self
+            .get_or_load_in(&span, key, ttl, loader)
             .instrument(span.clone())
-            .await
+            .await?;
+        near.keep(ticket, key, &value);
+        Ok(value)
     }
 
     /// [`CacheClient::get_or_load`] inside its span, which it tells how the value was found.
@@ -297,6 +354,9 @@ impl CacheClient {
         );
         // Loads under way need no telling: a caller after this invalidation misses under a new
         // lease and so never joins them (see `get_or_load_in`).
+        if let Some(near) = self.near() {
+            near.apply(&Change::Pattern(pattern.as_str().to_owned()));
+        }
         async {
             let result = self.send_pattern(pattern.as_str()).await;
             if let Err(err) = &result
@@ -323,6 +383,9 @@ impl CacheClient {
             otel.status_code = Empty,
         );
         let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        if let Some(near) = self.near() {
+            near.apply(&Change::Keys(InvalidatedKeys { keys: keys.clone() }));
+        }
         async {
             let result = self.send_delete(keys.clone()).await;
             if let Err(err) = &result
@@ -559,6 +622,58 @@ impl CacheClient {
                 }
             }
         });
+    }
+}
+
+/// Keeps `near` subscribed to cache-svc's invalidations for as long as it lives: applies each,
+/// and drops the whole L1 whenever the stream breaks, skips a number or comes from another
+/// instance (a restarted cache-svc, or another replica behind the Service), then subscribes again.
+async fn subscribe(client: CacheServiceClient<ServiceChannel>, near: Weak<NearCache>) {
+    let mut delay = RETRY_FIRST;
+    loop {
+        let reason = follow(client.clone(), &near, &mut delay).await;
+        let Some(held) = near.upgrade() else { return };
+        held.drop_all(reason);
+        drop(held);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// One subscription, until it ends; returns why.
+async fn follow(
+    mut client: CacheServiceClient<ServiceChannel>,
+    near: &Weak<NearCache>,
+    delay: &mut Duration,
+) -> &'static str {
+    let mut stream = match client.subscribe(SubscribeRequest {}).await {
+        Ok(response) => response.into_inner(),
+        Err(_) => return "unreachable",
+    };
+    // (instance, seq) of the last message applied.
+    let mut at: Option<(u64, u64)> = None;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => return "disconnected",
+        };
+        let Some(near) = near.upgrade() else {
+            return "dropped";
+        };
+        match (at, message.change) {
+            (None, None) => {
+                near.went_live();
+                *delay = RETRY_FIRST;
+            }
+            (Some((instance, seq)), Some(change))
+                if message.instance == instance && message.seq == seq + 1 =>
+            {
+                near.pushed();
+                near.apply(&change);
+            }
+            _ => return "gap",
+        }
+        at = Some((message.instance, message.seq));
     }
 }
 

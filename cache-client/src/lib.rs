@@ -23,8 +23,10 @@ mod client;
 mod config;
 mod error;
 mod key;
+mod near;
 
 pub use client::{CacheClient, ClientCounters, get_or_load};
-pub use config::CacheClientOptions;
+pub use config::{CacheClientOptions, NearCacheArgs};
 pub use error::CacheError;
 pub use key::{CacheKey, CachePattern};
+pub use near::{NearCache, NearCacheOptions, NearNamespaceStats, NearStats, NearTicket};

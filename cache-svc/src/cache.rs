@@ -415,6 +415,7 @@ impl Cache {
             uptime_seconds: stats.uptime().as_secs(),
             redis_latency_p50_ms: p50,
             redis_latency_p99_ms: p99,
+            near_caches: Vec::new(),
         }
     }
 

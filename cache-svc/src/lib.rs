@@ -43,6 +43,7 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub mod key;
 pub(crate) mod peers;
+pub(crate) mod push;
 pub(crate) mod service;
 pub(crate) mod stats;
 pub(crate) mod store;
@@ -81,7 +82,9 @@ pub struct Application {
 pub const POLICY: CallerPolicy = CallerPolicy {
     callee: "cache-svc",
     allowed: |method| match method {
-        "Get" | "GetMany" | "Set" | "SetMany" => &["gateway", "catalog-svc", "enrollment-svc"],
+        "Get" | "GetMany" | "Set" | "SetMany" | "Subscribe" => {
+            &["gateway", "catalog-svc", "enrollment-svc"]
+        }
         // cache-svc itself: a replica passing an invalidation on to its peers.
         "Delete" | "InvalidatePattern" => {
             &["gateway", "catalog-svc", "enrollment-svc", "cache-svc"]
@@ -185,6 +188,7 @@ impl Application {
             self.limits,
             summary.as_ref().map(|(summary, _)| summary.clone()),
             self.peers.clone(),
+            Arc::new(push::Push::new(shutdown.clone())),
         );
         let server = CacheServiceServer::new(api)
             .max_decoding_message_size(max_request_bytes)

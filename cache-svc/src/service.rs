@@ -17,7 +17,7 @@ use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, ClearResponse, DeleteRequest, DeleteResponse, GetManyRequest,
     GetManyResponse, GetRequest, GetResponse, GetStatsRequest, InvalidatePatternRequest,
     InvalidatePatternResponse, PeerRelay, ResetStatsRequest, ResetStatsResponse, SetManyRequest,
-    SetManyResponse, SetRequest, SetResponse, cache_service_server::CacheService,
+    SetManyResponse, SetRequest, SetResponse, SubscribeRequest, cache_service_server::CacheService,
 };
 use tonic::{Request, Response, Status};
 
@@ -26,6 +26,7 @@ use crate::{
     error::Error,
     key::{Key, Pattern},
     peers::{Peers, Relayed},
+    push::{InvalidationStream, Push},
     store::{Lookup, SetEntry},
     summary::Summary,
 };
@@ -49,6 +50,8 @@ pub struct CacheApi {
     summary: Option<Arc<Summary>>,
     /// The other replicas, which get every invalidation and delete; `None`: a lone replica.
     peers: Option<Arc<Peers>>,
+    /// The subscribers' near-caches, told of every change applied here.
+    push: Arc<Push>,
 }
 
 impl CacheApi {
@@ -57,13 +60,20 @@ impl CacheApi {
         limits: Limits,
         summary: Option<Arc<Summary>>,
         peers: Option<Arc<Peers>>,
+        push: Arc<Push>,
     ) -> Self {
         Self {
             cache,
             limits,
             summary,
             peers,
+            push,
         }
+    }
+
+    /// A relay this replica sent itself: its subscribers were told when it was applied here.
+    fn own(&self, relay: Option<&PeerRelay>) -> bool {
+        relay.is_some_and(|relay| self.peers.as_ref().is_some_and(|peers| peers.is_own(relay)))
     }
 
     /// Whether an invalidation or delete is to be applied here: always a caller's; a peer's
@@ -213,10 +223,15 @@ impl CacheService for CacheApi {
         span.record("cache.key_namespace", namespace);
         span.record("cache.keys", keys.len());
         if !self.takes(relay.as_ref()).await {
+            // Applied on the Redis this replica serves from too: its subscribers still hold copies.
+            if !self.own(relay.as_ref()) {
+                self.push.keys(texts);
+            }
             return Ok(Response::new(DeleteResponse { deleted: 0 }));
         }
         let deleted = self.cache.delete(&keys).await;
         span.record("cache.removed", deleted);
+        self.push.keys(texts.clone());
         if relay.is_none() {
             self.relay(Relayed::Keys(texts)).await?;
         }
@@ -252,10 +267,14 @@ impl CacheService for CacheApi {
         let pattern = Pattern::parse(&text)?;
         Span::current().record("cache.key_namespace", pattern.namespace());
         if !self.takes(relay.as_ref()).await {
+            if !self.own(relay.as_ref()) {
+                self.push.pattern(text);
+            }
             return Ok(Response::new(InvalidatePatternResponse { removed: 0 }));
         }
         let removed = self.cache.invalidate(&pattern).await;
         Span::current().record("cache.removed", removed);
+        self.push.pattern(text.clone());
         if relay.is_none() {
             self.relay(Relayed::Pattern(text)).await?;
         }
@@ -303,6 +322,7 @@ impl CacheService for CacheApi {
     ) -> Result<Response<ClearResponse>, Status> {
         let caller = Caller::of(&request);
         self.cache.clear().await;
+        self.push.everything();
         tracing::info!(
             target: AUDIT,
             action = "cache.clear",
@@ -313,6 +333,15 @@ impl CacheService for CacheApi {
             "audit"
         );
         Ok(Response::new(ClearResponse {}))
+    }
+
+    type SubscribeStream = InvalidationStream;
+
+    async fn subscribe(
+        &self,
+        _: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Ok(Response::new(self.push.subscribe()))
     }
 }
 

@@ -31,7 +31,7 @@ pub const LIST_TTL: Duration = Duration::from_secs(300);
 /// A course with its lessons.
 pub const COURSE_TTL: Duration = Duration::from_secs(600);
 
-const CATALOG_NS: &str = "catalog";
+pub(crate) const CATALOG_NS: &str = "catalog";
 const COURSE_NS: &str = "course";
 
 /// A cached read: its key and how long it may live if no change invalidates it first.

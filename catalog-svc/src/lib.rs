@@ -2,7 +2,7 @@
 use std::net::SocketAddr;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_cache_client::{CacheClient, CacheClientOptions, NearCacheArgs};
 use learnhub_db::{Db, DbArgs, DbOptions, Migrations, run_migrations};
 use learnhub_kit::{
     limits::ServerLimits,
@@ -53,6 +53,9 @@ pub struct Config {
     /// cache-svc address (http://host:port). Without it every read goes to the database.
     #[arg(long, env = "CACHE_ADDR")]
     pub cache_addr: Option<String>,
+    /// The catalog summary's parts (census, featured) and first pages kept in this process too.
+    #[command(flatten)]
+    pub near_cache: NearCacheArgs,
     /// Do not run pending migrations at start (run `catalog-svc migrate` instead, e.g. as a Job).
     #[arg(long, env = "NO_MIGRATE")]
     pub no_migrate: bool,
@@ -120,6 +123,7 @@ impl Application {
                         caller: "catalog-svc",
                         tls: tls.clone(),
                         memory: config.tls.memory.clone(),
+                        near: config.near_cache.options(&[cache::CATALOG_NS]),
                         ..CacheClientOptions::default()
                     },
                 )

@@ -289,6 +289,8 @@
     setText($('#cache-memory-human'), bytes(s.redis_used_memory_bytes));
     setText($('#cache-latency'), fixed(s.redis_latency_p50_ms, 2) + ' / ' + fixed(s.redis_latency_p99_ms, 2));
 
+    renderNear(Array.isArray(s.near_caches) ? s.near_caches[0] : null);
+
     const tbody = $('#namespaces tbody');
     const ns = s.namespaces && typeof s.namespaces === 'object' ? s.namespaces : {};
     const names = Object.keys(ns).sort();
@@ -317,6 +319,42 @@
           setText(td, int(c[f]));
         }
       }
+    });
+  }
+
+  const NEAR_FIELDS = ['hits', 'misses', 'hit_rate'];
+
+  // The gateway's own near-cache: absent when it keeps none (no cache-svc, or turned off).
+  function renderNear(near) {
+    const tbody = $('#near tbody');
+    if (!near || typeof near !== 'object') {
+      setText($('#near-live'), 'none');
+      setText($('#near-entries'), '–');
+      setText($('#near-pushed'), '–');
+      setText($('#near-drops'), '–');
+      tbody.replaceChildren(h('tr', { 'data-empty': '' }, h('td', { class: 'empty', colspan: 4, text: 'No near-cache.' })));
+      return;
+    }
+    setText($('#near-live'), near.live ? 'live' : 'down (every read goes to cache-svc)');
+    setText($('#near-entries'), int(near.entries));
+    setText($('#near-pushed'), int(near.pushed));
+    setText($('#near-drops'), int(near.drops));
+    const ns = near.namespaces && typeof near.namespaces === 'object' ? near.namespaces : {};
+    const names = Object.keys(ns).sort();
+    for (const tr of [...tbody.querySelectorAll('tr')]) {
+      if (!names.includes(tr.getAttribute('data-namespace'))) tr.remove();
+    }
+    names.forEach((name, i) => {
+      let tr = [...tbody.children].find((r) => r.getAttribute('data-namespace') === name);
+      if (!tr) {
+        tr = h('tr', { 'data-namespace': name }, h('th', { scope: 'row', text: name }),
+          ...NEAR_FIELDS.map((f) => h('td', { class: 'num', 'data-field': f })));
+      }
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+      const c = ns[name] || {};
+      setText(tr.querySelector('[data-field="hits"]'), int(c.hits));
+      setText(tr.querySelector('[data-field="misses"]'), int(c.misses));
+      setText(tr.querySelector('[data-field="hit_rate"]'), pct(c.hit_rate));
     });
   }
 

@@ -1,7 +1,7 @@
 //! Catalog operations: the public catalog page, courses and categories, and admin course writes.
 use std::{sync::Arc, time::Duration};
 
-use learnhub_cache_client::CacheKey;
+use learnhub_cache_client::{CacheClient, CacheKey, NearCache};
 use learnhub_proto::{
     catalog::v1::{
         ArchiveCourseRequest, Course, CourseStatus, CourseType, CreateCourseRequest,
@@ -120,6 +120,15 @@ fn check_course_text(title: &str, summary: &str) -> Result<(), Error> {
 }
 
 /// A course key from a REST path segment: all digits is an id, anything else a slug.
+/// catalog-svc's cache key of a course (`course:7`, `course:slug:sql-joins`): the gateway's L1
+/// keeps published courses under it, so catalog-svc's delete of the key reaches the L1 too.
+fn course_cache_key(key: &Key) -> CacheKey {
+    match key {
+        Key::Id(id) => CacheKey::new("course").push(id),
+        Key::Slug(slug) => CacheKey::new("course").push("slug").push_str(slug),
+    }
+}
+
 pub fn course_key(segment: &str) -> Result<Key, Error> {
     if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
         let id = segment
@@ -285,6 +294,14 @@ impl Gateway {
             Key::Id(id) => (format!("id {id}"), format!("course:id:{id}")),
             Key::Slug(slug) => (format!("slug {slug:?}"), format!("course:slug:{slug}")),
         };
+        // Only published courses are kept in the L1 (anyone may see them), under catalog-svc's
+        // own keys of the course, which it deletes when the course or its lessons change.
+        let near = self.upstreams.page_cache().and_then(CacheClient::near);
+        let near_key = course_cache_key(&key);
+        if let Some(response) = near.and_then(|near| near.get::<GetCourseResponse>(&near_key)) {
+            return Ok(Served::fresh(response));
+        }
+        let ticket = near.map(NearCache::ticket);
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(GetCourseRequest { key: Some(key) });
         let response = match self
@@ -302,6 +319,9 @@ impl Gateway {
             .as_ref()
             .is_some_and(|course| course.status == i32::from(CourseStatus::Published));
         if published {
+            if let Some((near, ticket)) = near.zip(ticket) {
+                near.keep(ticket, &near_key, &response);
+            }
             self.stale.remember(&copy_key, &response).await;
         }
         if published || is_admin {
@@ -312,13 +332,32 @@ impl Gateway {
     }
 
     pub async fn categories(&self) -> Result<Served<ListCategoriesResponse>, Error> {
+        let near = self.upstreams.page_cache().and_then(CacheClient::near);
+        let near_key = CacheKey::new("catalog").push("gateway").push("categories");
+        if let Some(response) = near.and_then(|near| near.get(&near_key)) {
+            return Ok(Served::fresh(response));
+        }
+        let ticket = near.map(NearCache::ticket);
         let mut client = self.upstreams.catalog();
         let request = self.upstreams.request(ListCategoriesRequest {});
         let result = self
             .upstreams
             .call(CATALOG, client.list_categories(request))
             .await;
+        if let (Ok(response), Some(near), Some(ticket)) = (&result, near, ticket) {
+            near.keep(ticket, &near_key, response);
+        }
         self.stale.or_copy("categories", result).await
+    }
+
+    /// After a course write this gateway forwarded and catalog-svc acknowledged (it has
+    /// invalidated cache-svc, whose push will follow): this gateway's next read sees the write
+    /// without waiting for the push.
+    fn forget_catalog(&self) {
+        if let Some(cache) = self.upstreams.page_cache() {
+            cache.forget("catalog:*");
+            cache.forget("course:*");
+        }
     }
 
     pub async fn create_course(
@@ -329,6 +368,7 @@ impl Gateway {
         let admin = require(caller, Role::Admin)?;
         let resource = format!("course slug {:?}", request.slug);
         let outcome = self.write_course(request).await;
+        self.forget_catalog();
         audit::record(admin, "course.create", &resource, outcome)
     }
 
@@ -350,6 +390,7 @@ impl Gateway {
         let admin = require(caller, Role::Admin)?;
         let resource = format!("course {}", request.id);
         let outcome = self.change_course(request).await;
+        self.forget_catalog();
         audit::record(admin, "course.update", &resource, outcome)
     }
 
@@ -369,6 +410,7 @@ impl Gateway {
     pub async fn publish_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
         let admin = require(caller, Role::Admin)?;
         let outcome = self.publish(id).await;
+        self.forget_catalog();
         audit::record(admin, "course.publish", &format!("course {id}"), outcome)
     }
 
@@ -384,6 +426,7 @@ impl Gateway {
     pub async fn archive_course(&self, caller: Option<&Caller>, id: i64) -> Result<Course, Error> {
         let admin = require(caller, Role::Admin)?;
         let outcome = self.archive(id).await;
+        self.forget_catalog();
         audit::record(admin, "course.archive", &format!("course {id}"), outcome)
     }
 

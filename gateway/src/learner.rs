@@ -4,7 +4,10 @@
 //! caller's user id comes from the token's `sub`, never from the request: a learner cannot name
 //! somebody else.
 use learnhub_proto::{
-    cache::v1::{CacheStats, GetStatsRequest, InvalidatePatternRequest, InvalidatePatternResponse},
+    cache::v1::{
+        CacheStats, GetStatsRequest, InvalidatePatternRequest, InvalidatePatternResponse,
+        NearCacheStats, NearNamespaceCounters,
+    },
     enrollment::v1::{
         self as enrollment, EnrollmentStatsRequest, EnrollmentStatsResponse, EnrollmentStatus,
         GetEnrollmentRequest, GetProgressRequest, GetUserByEmailRequest, ListEnrollmentsResponse,
@@ -16,6 +19,7 @@ use learnhub_proto::{
     },
 };
 
+use learnhub_cache_client::{CacheClient, NearStats};
 use learnhub_kit::validate;
 
 use crate::{
@@ -251,7 +255,16 @@ impl Gateway {
         require(caller, Role::Admin)?;
         let mut client = self.upstreams.cache()?;
         let request = self.upstreams.request(GetStatsRequest {});
-        self.upstreams.call(CACHE, client.get_stats(request)).await
+        let mut stats = self
+            .upstreams
+            .call(CACHE, client.get_stats(request))
+            .await?;
+        if let Some(near) = self.upstreams.page_cache().and_then(CacheClient::near) {
+            stats
+                .near_caches
+                .push(near_cache_stats("gateway", &near.stats()));
+        }
+        Ok(stats)
     }
 
     pub async fn invalidate_cache(
@@ -273,9 +286,40 @@ impl Gateway {
             return Err(Error::invalid("pattern: must not be empty"));
         }
         let mut client = self.upstreams.cache()?;
+        let pattern = request.pattern.clone();
         let request = self.upstreams.request(request);
-        self.upstreams
+        let removed = self
+            .upstreams
             .call(CACHE, client.invalidate_pattern(request))
-            .await
+            .await?;
+        // The push will tell every L1; this gateway's own is told now (read-your-writes).
+        if let Some(cache) = self.upstreams.page_cache() {
+            cache.forget(&pattern);
+        }
+        Ok(removed)
+    }
+}
+
+/// The L1's counters as the admin route shows them.
+fn near_cache_stats(service: &str, stats: &NearStats) -> NearCacheStats {
+    NearCacheStats {
+        service: service.to_owned(),
+        live: stats.live,
+        entries: stats.entries,
+        drops: stats.drops,
+        pushed: stats.pushed,
+        namespaces: stats
+            .namespaces
+            .iter()
+            .map(|ns| NearNamespaceCounters {
+                namespace: ns.namespace.to_owned(),
+                hits: ns.hits,
+                misses: ns.misses,
+                hit_rate: match ns.hits + ns.misses {
+                    0 => 0.0,
+                    reads => ns.hits as f64 / reads as f64,
+                },
+            })
+            .collect(),
     }
 }

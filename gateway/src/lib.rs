@@ -81,6 +81,10 @@ pub struct Config {
     /// The longest token lifetime accepted, in hours: `exp - iat` (or `exp - now` without `iat`).
     #[arg(long, env = "AUTH_MAX_TOKEN_HOURS", default_value_t = auth::DEFAULT_MAX_TOKEN_HOURS)]
     pub auth_max_token_hours: u64,
+    /// Public catalog pages, published courses and the categories kept in this process too, in
+    /// front of cache-svc (with CACHE_ADDR).
+    #[command(flatten)]
+    pub near_cache: learnhub_cache_client::NearCacheArgs,
     /// Per-caller rate limits, the submission quota and the server's load limits.
     #[command(flatten)]
     pub limits: limits::LimitConfig,
@@ -122,6 +126,7 @@ impl Application {
             &config.catalog_addr,
             config.enrollment_addr.as_deref(),
             config.cache_addr.as_deref(),
+            &config.near_cache,
             &ClientOptions::new(Duration::from_millis(config.upstream_timeout_ms))
                 .with_tls(config.tls.load("gateway")?)
                 .with_memory(config.tls.memory.clone()),

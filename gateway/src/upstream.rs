@@ -1,7 +1,7 @@
 //! The services behind the gateway: lazy channels, per-call timeouts, readiness checks.
 use std::{future::Future, time::Duration};
 
-use learnhub_cache_client::{CacheClient, CacheClientOptions};
+use learnhub_cache_client::{CacheClient, CacheClientOptions, NearCacheArgs};
 use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::{
     cache::v1::cache_service_client::CacheServiceClient,
@@ -25,6 +25,11 @@ const CATALOG_SERVICE: &str = learnhub_proto::catalog::v1::catalog_service_serve
 const ENROLLMENT_SERVICE: &str =
     learnhub_proto::enrollment::v1::enrollment_service_server::SERVICE_NAME;
 const CACHE_SERVICE: &str = learnhub_proto::cache::v1::cache_service_server::SERVICE_NAME;
+
+/// What the gateway's L1 holds: public first pages (`catalog:page:…`), the category list
+/// (`catalog:gateway:categories`) and published courses (`course:7`, `course:slug:…`) — the keys
+/// catalog-svc invalidates on the writes that change them.
+const NEAR_NAMESPACES: &[&str] = &["catalog", "course"];
 
 /// One upstream: its name, the gRPC service its health is checked for, and its channel.
 #[derive(Debug, Clone)]
@@ -67,6 +72,7 @@ impl Upstreams {
         catalog: &str,
         enrollment: Option<&str>,
         cache: Option<&str>,
+        near_cache: &NearCacheArgs,
         options: &ClientOptions,
     ) -> Result<Self, Error> {
         let upstream = |flag: &'static str,
@@ -91,6 +97,7 @@ impl Upstreams {
         let page_cache = cache.as_ref().map(|up| {
             let options = CacheClientOptions {
                 caller: "gateway",
+                near: near_cache.options(NEAR_NAMESPACES),
                 ..CacheClientOptions::default()
             };
             CacheClient::from_channel(up.channel.clone(), options)

@@ -284,6 +284,7 @@ impl EdgeGateway {
             let catalog_addr = format!("http://{}", closed.local_addr().unwrap());
             drop(closed);
             let config = gateway::Config {
+                near_cache: Default::default(),
                 listen: "127.0.0.1:0".into(),
                 catalog_addr,
                 enrollment_addr: None,

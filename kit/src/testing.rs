@@ -6,6 +6,20 @@ use std::sync::{
 
 use tokio::task::JoinHandle;
 
+/// Polls `done` every few milliseconds until it holds; panics naming `what` if it does not within
+/// `limit` (a test fails rather than hangs; the limit is never what the test measures).
+pub async fn eventually(
+    what: &str,
+    limit: std::time::Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Asserts a gRPC error's code and that its message names `field`.
 #[track_caller]
 pub fn assert_status<T: std::fmt::Debug>(

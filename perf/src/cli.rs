@@ -10,6 +10,7 @@ use crate::{
     prepare::{Target, drop_databases},
     run::{RunSettings, run},
     scale::Scale,
+    staleness::{StalenessSettings, staleness},
 };
 
 #[derive(Parser)]
@@ -41,6 +42,9 @@ enum Command {
     /// the flood, with the gateway's limits on and off; plus the one-connection stream flood
     /// counted by status. Print and write docs/perf/fairness.md.
     Fairness(FairnessArgs),
+    /// Two gateways with near-caches: how soon an admin write through one is visible on both
+    /// (distribution over the rounds); print and write docs/perf/staleness.md.
+    Staleness(StalenessArgs),
     /// Drop the databases of a scale (only those perf-report created).
     Drop(TargetArgs),
 }
@@ -90,6 +94,18 @@ struct RunArgs {
     #[arg(long, default_value_t = 20)]
     max_secs: u64,
     /// Where scale-<S>.md and scale-<S>.json are written.
+    #[arg(long, default_value = "docs/perf")]
+    out_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct StalenessArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Writes measured.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    /// Where staleness.md is written.
     #[arg(long, default_value = "docs/perf")]
     out_dir: PathBuf,
 }
@@ -215,6 +231,16 @@ impl Cli {
                     command_line: command_line(),
                 };
                 run(&target, &settings).await
+            }
+            Command::Staleness(args) => {
+                anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+                let target = args.target.target()?;
+                let settings = StalenessSettings {
+                    rounds: args.rounds,
+                    out_dir: args.out_dir,
+                    command_line: command_line(),
+                };
+                staleness(&target, &settings).await
             }
             Command::Load(args) => {
                 anyhow::ensure!(

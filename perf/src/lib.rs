@@ -14,4 +14,5 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scale;
+pub mod staleness;
 pub mod workload;

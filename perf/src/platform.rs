@@ -83,6 +83,11 @@ impl Platform {
     ) -> anyhow::Result<Self> {
         let mut config = options.config();
         config.gateway_limits = limits;
+        Self::start_with_config(config).await
+    }
+
+    /// The platform as `config` says (built from [`PlatformOptions::config`] and changed).
+    pub async fn start_with_config(config: PlatformConfig) -> anyhow::Result<Self> {
         let platform = learnhub::Platform::start(&config).await?;
         // As the gateway calls it (its certificate, when the services use mutual TLS).
         let options = ClientOptions::new(UPSTREAM_TIMEOUT)
@@ -103,6 +108,11 @@ impl Platform {
             cache,
             platform,
         })
+    }
+
+    /// One more gateway in front of the same services (`learnhub::Platform::replica_gateway_config`).
+    pub fn replica_gateway_config(&self, config: &PlatformConfig) -> Option<gateway::Config> {
+        self.platform.replica_gateway_config(config)
     }
 
     pub fn gateway_url(&self) -> String {

@@ -10,7 +10,7 @@ use std::{
 use gateway::auth::{Role, issue_token};
 use learnhub::{CacheStore, DemoData, GatewayUpstreams, PlatformConfig, Service, UpstreamHook};
 use learnhub_db::{Backend, Db, testing::TestDatabase};
-use learnhub_kit::shutdown::CancellationToken;
+use learnhub_kit::{shutdown::CancellationToken, testing::eventually};
 use learnhub_proto::{
     catalog::v1::{
         CourseStatus, GetCourseRequest, ListCoursesRequest, ListExercisesRequest,
@@ -41,6 +41,7 @@ pub struct Platform {
     /// [`spawn_counting_platform`].
     pub upstream_calls: Option<UpstreamCalls>,
     platform: learnhub::Platform,
+    config: PlatformConfig,
     proxies_shutdown: CancellationToken,
     // Dropped last: the servers stop before their databases go.
     _catalog_database: TestDatabase,
@@ -205,6 +206,7 @@ async fn spawn(
     let platform = learnhub::Platform::start(&config)
         .await
         .expect("the platform starts");
+    let config_kept = config.clone();
     assert!(
         platform.demo_seed().catalog.is_some(),
         "a fresh database gets the demo catalog"
@@ -218,6 +220,7 @@ async fn spawn(
         enrollment_db: platform.enrollment_db().clone(),
         upstream_calls: counted.get().cloned(),
         platform,
+        config: config_kept,
         proxies_shutdown,
         _catalog_database: catalog_database,
         _enrollment_database: enrollment_database,
@@ -241,6 +244,35 @@ pub struct CourseWithExercise {
 }
 
 impl Platform {
+    /// One more gateway in front of the platform's services, configured as the first.
+    pub async fn replica_gateway(&self) -> ReplicaGateway {
+        let config = self
+            .platform
+            .replica_gateway_config(&self.config)
+            .expect("plaintext services");
+        let app = gateway::Application::build(&config).await.unwrap();
+        let url = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move { app.run_until_stopped(stop).await.unwrap() });
+        ReplicaGateway {
+            url,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Waits (bounded) until the gateway's near-cache is subscribed to cache-svc's invalidations,
+    /// so what a test reads next is kept in it.
+    pub async fn near_cache_live(&self) {
+        near_cache_live(&self.http, &self.url).await;
+    }
+
+    /// `GET /v1/admin/cache/stats` as an admin.
+    pub async fn cache_stats(&self) -> Value {
+        cache_stats(&self.http, &self.url).await
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.url))
     }
@@ -403,6 +435,42 @@ impl Platform {
     pub async fn stop_catalog(&mut self) {
         self.platform.stop_service(Service::Catalog).await.unwrap();
     }
+}
+
+/// A gateway started by [`Platform::replica_gateway`].
+pub struct ReplicaGateway {
+    pub url: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplicaGateway {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// `GET {base}/v1/admin/cache/stats` as an admin, on any gateway.
+pub async fn cache_stats(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/v1/admin/cache/stats"))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the near-cache of the gateway at `base` is subscribed.
+pub async fn near_cache_live(http: &reqwest::Client, base: &str) {
+    eventually(
+        "the gateway's near-cache is subscribed",
+        Duration::from_secs(20),
+        async || cache_stats(http, base).await["near_caches"][0]["live"] == true,
+    )
+    .await;
 }
 
 pub fn token(role: Role, subject: &str) -> String {

@@ -19,4 +19,5 @@ mod fanout;
 mod health;
 mod learner_bad_input;
 mod learners;
+mod near_cache;
 mod protocols;

@@ -11,6 +11,7 @@ mod invalidation;
 mod keys;
 mod leases;
 mod limits;
+mod near;
 mod peers;
 mod rediss;
 mod single_flight;

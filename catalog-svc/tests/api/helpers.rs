@@ -58,6 +58,7 @@ pub async fn spawn_app_with_cache(backend: Backend, cache_addr: Option<String>) 
             n_plus_one_threshold: 5,
         },
         cache_addr,
+        near_cache: Default::default(),
         no_migrate: false,
         tls: learnhub_kit::tls::TlsArgs::plaintext(),
         server_limits: learnhub_kit::limits::ServerLimits::default(),

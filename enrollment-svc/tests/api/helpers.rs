@@ -30,6 +30,7 @@ impl CatalogServer {
     pub async fn start() -> Self {
         let database = TestDatabase::create(Backend::Sqlite).await;
         let config = catalog_svc::Config {
+            near_cache: Default::default(),
             listen: "127.0.0.1:0".into(),
             metrics_addr: String::new(),
             db: db_args(database.url()),

@@ -588,6 +588,25 @@ pub struct CacheStatsJson {
     pub redis_latency_p99_ms: f64,
     pub total: CacheCountersJson,
     pub namespaces: std::collections::BTreeMap<String, CacheCountersJson>,
+    /// The gateway's own near-cache (L1), when it keeps one.
+    pub near_caches: Vec<NearCacheJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NearCacheJson {
+    pub service: String,
+    pub live: bool,
+    pub entries: u64,
+    pub drops: u64,
+    pub pushed: u64,
+    pub namespaces: std::collections::BTreeMap<String, NearCountersJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NearCountersJson {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -635,6 +654,29 @@ impl From<learnhub_proto::cache::v1::CacheStats> for CacheStatsJson {
                 .namespaces
                 .into_iter()
                 .map(|ns| (ns.namespace, ns.counters.into()))
+                .collect(),
+            near_caches: stats
+                .near_caches
+                .into_iter()
+                .map(|near| NearCacheJson {
+                    service: near.service,
+                    live: near.live,
+                    entries: near.entries,
+                    drops: near.drops,
+                    pushed: near.pushed,
+                    namespaces: near
+                        .namespaces
+                        .into_iter()
+                        .map(|ns| {
+                            let counters = NearCountersJson {
+                                hits: ns.hits,
+                                misses: ns.misses,
+                                hit_rate: ns.hit_rate,
+                            };
+                            (ns.namespace, counters)
+                        })
+                        .collect(),
+                })
                 .collect(),
         }
     }

@@ -21,6 +21,7 @@ const AUDIENCE: &str = "learnhub-gateway";
 /// A gateway configuration in front of nothing (start-up checks only).
 fn config(secret: &str) -> gateway::Config {
     gateway::Config {
+        near_cache: Default::default(),
         listen: "127.0.0.1:0".into(),
         catalog_addr: "http://127.0.0.1:1".into(),
         enrollment_addr: None,
@@ -44,6 +45,7 @@ async fn spawn_strict_gateway() -> (std::net::SocketAddr, ShutdownOnDrop) {
     let shutdown = CancellationToken::new();
     let catalog_addr = fakes::spawn_catalog(Arc::new(fakes::FakeCatalog::new()), &shutdown).await;
     let config = gateway::Config {
+        near_cache: Default::default(),
         catalog_addr,
         auth_jwt_previous_secrets: vec![PREVIOUS.into()],
         auth_jwt_issuer: Some(ISSUER.into()),
@@ -103,6 +105,7 @@ async fn a_secret_shorter_than_32_bytes_stops_the_start() {
     );
 
     let previous = gateway::Config {
+        near_cache: Default::default(),
         auth_jwt_previous_secrets: vec![PREVIOUS.into(), short.into()],
         ..config(SECRET)
     };
@@ -115,6 +118,7 @@ async fn a_secret_shorter_than_32_bytes_stops_the_start() {
     assert!(!err.contains(short) && !err.contains(PREVIOUS), "{err}");
 
     let no_lifetime = gateway::Config {
+        near_cache: Default::default(),
         auth_max_token_hours: 0,
         limits: gateway::limits::LimitConfig::default(),
         edge: gateway::edge::EdgeConfig::default(),

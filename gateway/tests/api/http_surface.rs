@@ -260,6 +260,7 @@ async fn allowed_origins_may_read_rest_and_grpc_web_answers_and_others_may_not()
 async fn a_wildcard_or_a_path_in_the_origin_list_stops_the_start() {
     for bad in ["*", "https://app.example.com/"] {
         let config = gateway::Config {
+            near_cache: Default::default(),
             listen: "127.0.0.1:0".into(),
             catalog_addr: "http://127.0.0.1:1".into(),
             enrollment_addr: None,

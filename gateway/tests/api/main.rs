@@ -108,6 +108,7 @@ pub async fn spawn_gateway(options: Options) -> TestGateway {
         None
     };
     let config = gateway::Config {
+        near_cache: Default::default(),
         listen: "127.0.0.1:0".into(),
         catalog_addr,
         enrollment_addr,
@@ -150,6 +151,7 @@ pub fn learner() -> String {
 #[tokio::test]
 async fn config_debug_hides_the_secret() {
     let config = gateway::Config {
+        near_cache: Default::default(),
         listen: "127.0.0.1:0".into(),
         catalog_addr: "http://127.0.0.1:1".into(),
         enrollment_addr: None,
@@ -167,11 +169,13 @@ async fn config_debug_hides_the_secret() {
     };
     assert!(!format!("{config:?}").contains("super-secret-value-of-at-least-32-bytes"));
     let empty = gateway::Config {
+        near_cache: Default::default(),
         auth_jwt_secret: String::new().into(),
         ..config.clone()
     };
     assert!(gateway::Application::build(&empty).await.is_err());
     let bad_addr = gateway::Config {
+        near_cache: Default::default(),
         catalog_addr: "http://exa mple:1".into(),
         ..config
     };
