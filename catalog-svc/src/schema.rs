@@ -60,6 +60,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Published courses per category and type, kept by triggers on `courses` (docs/census.md).
+    course_counts (category_id, course_type) {
+        category_id -> BigInt,
+        course_type -> Text,
+        published -> BigInt,
+    }
+}
+
 diesel::joinable!(courses -> categories (category_id));
 diesel::joinable!(lessons -> courses (course_id));
 diesel::joinable!(exercises -> lessons (lesson_id));

@@ -7,6 +7,7 @@ use learnhub_db::on_both_backends;
 
 mod budgets;
 mod caching;
+mod census;
 mod courses;
 mod db_stats;
 mod indexes;
