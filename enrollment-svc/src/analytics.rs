@@ -44,13 +44,13 @@ pub async fn enrollment_stats(
     let mut completed = Vec::new();
     let mut learners = RoaringTreemap::new();
     let mut stale = BTreeMap::new();
-    for row in day_rows(conn, &split).await? {
-        enrolled.push((row.0, row.1));
-        completed.push((row.0, row.2));
-        match (row.3, row.4) {
+    for (day, enrollments, completions, version, bitmap) in day_rows(conn, &split).await? {
+        enrolled.push((day, enrollments));
+        completed.push((day, completions));
+        match (version, bitmap) {
             (Some(_), Some(bitmap)) => learners |= decode(&bitmap)?,
             (Some(version), None) => {
-                stale.insert(row.0, (version, RoaringTreemap::new()));
+                stale.insert(day, (version, RoaringTreemap::new()));
             }
             // a partial day's raw counts
             (None, _) => {}
@@ -409,6 +409,45 @@ mod tests {
 
     fn at(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn ranges_split_into_whole_days_and_partial_ends() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let split = |from: &str, to: &str| {
+            RangeSplit::of(StatsRange {
+                from: at(from),
+                to: at(to),
+            })
+        };
+        let midnights = split("2026-01-30 00:00:00", "2026-02-02 00:00:00");
+        assert_eq!(
+            (midnights.first, midnights.end),
+            (d("2026-01-30"), d("2026-02-02"))
+        );
+        assert!(!midnights.has_partial_days());
+
+        let ragged = split("2026-01-30 12:00:00", "2026-02-02 06:00:00");
+        assert_eq!(
+            (ragged.first, ragged.end),
+            (d("2026-01-31"), d("2026-02-02"))
+        );
+        assert_eq!(
+            ragged.partial,
+            [
+                (at("2026-01-30 12:00:00"), at("2026-01-31 00:00:00")),
+                (at("2026-02-02 00:00:00"), at("2026-02-02 06:00:00"))
+            ]
+        );
+
+        // Less than one whole day, even across a midnight: all raw, no rollup days.
+        let short = split("2026-01-30 12:00:00", "2026-01-31 11:00:00");
+        assert_eq!(short.first, short.end);
+        assert_eq!(
+            short.partial[0],
+            (at("2026-01-30 12:00:00"), at("2026-01-31 11:00:00"))
+        );
+        assert_eq!(short.partial[1].0, short.partial[1].1);
     }
 
     #[test]
