@@ -1,13 +1,16 @@
 //! EnrollmentStats: enrollments and completions per UTC day and distinct active learners over
-//! `[from, to)`, in three statements that each range-scan one date index.
+//! `[from, to)`, from the daily rollup for the whole days and the raw tables for the partial days
+//! at either end (docs/enrollment-rollup.md); [`enrollment_stats_raw`] answers from the raw tables
+//! alone, for the tests and as the definition.
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, NaiveDateTime};
-use diesel::{dsl::sql, sql_types};
+use chrono::{Days, NaiveDate, NaiveDateTime};
+use diesel::{ExpressionMethods, dsl::sql, sql_types, upsert::excluded};
 use diesel_async::RunQueryDsl;
 use learnhub_db::{DbConn, db_run};
+use roaring::RoaringTreemap;
 
-use crate::{domain::StatsRange, models::enrollment::Enrollment};
+use crate::{domain::StatsRange, models::enrollment::Enrollment, schema::learner_day_bitmaps};
 
 /// One UTC day of the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +29,60 @@ pub struct EnrollmentStats {
     pub active_learners: i64,
 }
 
+/// EnrollmentStats in at most three statements whatever the range: (1) the rollup's counts,
+/// versions and still-valid learner bitmaps of the whole days, with the raw counts of the partial
+/// days; (2) the learners of the partial days from the raw tables, with the learner sets of the
+/// days whose bitmap is missing or stale; (3) the rebuilt bitmaps, stored for the next call.
+/// Bitmaps rather than `COUNT(DISTINCT)` over `learner_days`: a year at scale 1 is millions of
+/// (day, learner) pairs, the union of 366 bitmaps a few megabytes; exact, unlike HyperLogLog.
 pub async fn enrollment_stats(
+    conn: &mut DbConn,
+    range: StatsRange,
+) -> diesel::QueryResult<EnrollmentStats> {
+    let split = RangeSplit::of(range);
+    let mut enrolled = Vec::new();
+    let mut completed = Vec::new();
+    let mut learners = RoaringTreemap::new();
+    let mut stale = BTreeMap::new();
+    for (day, enrollments, completions, version, bitmap) in day_rows(conn, &split).await? {
+        enrolled.push((day, enrollments));
+        completed.push((day, completions));
+        match (version, bitmap) {
+            (Some(_), Some(bitmap)) => learners |= decode(&bitmap)?,
+            (Some(version), None) => {
+                stale.insert(day, (version, RoaringTreemap::new()));
+            }
+            // a partial day's raw counts
+            (None, _) => {}
+        }
+    }
+    if split.has_partial_days() || !stale.is_empty() {
+        for (day, user_id) in partial_and_stale_learners(conn, &split, &stale).await? {
+            let user_id = user_id_bits(user_id)?;
+            match day {
+                None => {
+                    learners.insert(user_id);
+                }
+                Some(day) => {
+                    if let Some((_, bitmap)) = stale.get_mut(&day) {
+                        bitmap.insert(user_id);
+                    }
+                }
+            }
+        }
+        for (_, bitmap) in stale.values() {
+            learners |= bitmap;
+        }
+        store_bitmaps(conn, stale).await?;
+    }
+    let active_learners = i64::try_from(learners.len()).unwrap_or(i64::MAX);
+    Ok(assemble(range, &enrolled, &completed, active_learners))
+}
+
+/// The answer from the raw tables alone, in three statements that each range-scan one date
+/// index: what the rollup must equal (the rollup tests compare them), and 4 s for a year at
+/// scale 1.
+pub async fn enrollment_stats_raw(
     conn: &mut DbConn,
     range: StatsRange,
 ) -> diesel::QueryResult<EnrollmentStats> {
@@ -34,6 +90,220 @@ pub async fn enrollment_stats(
     let completed = Enrollment::completed_per_day(conn, range.from, range.to).await?;
     let active_learners = active_learners(conn, range.from, range.to).await?;
     Ok(assemble(range, &enrolled, &completed, active_learners))
+}
+
+/// A range cut at midnights: the whole UTC days `[first, end)` the rollup answers for, and the
+/// partial days at either end that the raw tables answer for (an empty one is `(t, t)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RangeSplit {
+    first: NaiveDate,
+    end: NaiveDate,
+    partial: [(NaiveDateTime, NaiveDateTime); 2],
+}
+
+impl RangeSplit {
+    fn of(range: StatsRange) -> Self {
+        let StatsRange { from, to } = range;
+        let first = if from.time() == chrono::NaiveTime::MIN {
+            Some(from.date())
+        } else {
+            from.date().checked_add_days(Days::new(1))
+        };
+        match first {
+            Some(first) if first < to.date() => Self {
+                first,
+                end: to.date(),
+                partial: [
+                    (from, first.and_time(chrono::NaiveTime::MIN)),
+                    (to.date().and_time(chrono::NaiveTime::MIN), to),
+                ],
+            },
+            // Not one whole day: all of it from the raw tables.
+            _ => Self {
+                first: from.date(),
+                end: from.date(),
+                partial: [(from, to), (to, to)],
+            },
+        }
+    }
+
+    fn has_partial_days(&self) -> bool {
+        self.partial.iter().any(|(from, to)| from < to)
+    }
+}
+
+/// Appends ` column >= from AND column < to` to a `sql()` query under construction.
+macro_rules! in_range {
+    ($query:expr, $column:literal, $range:expr) => {
+        $query
+            .sql(concat!(" ", $column, " >= "))
+            .bind::<sql_types::Timestamp, _>($range.0)
+            .sql(concat!(" AND ", $column, " < "))
+            .bind::<sql_types::Timestamp, _>($range.1)
+    };
+}
+
+/// `(day, enrollments, completions, learners_version, learners)`: a whole day's rollup (its
+/// bitmap only if still valid), or a partial day's raw counts (no version).
+type DayRow = (NaiveDate, i64, i64, Option<i64>, Option<Vec<u8>>);
+
+/// Statement (1). The partial days' counts come one row per kind and day and add up in
+/// `assemble`.
+async fn day_rows(conn: &mut DbConn, split: &RangeSplit) -> diesel::QueryResult<Vec<DayRow>> {
+    let [head, tail] = split.partial;
+    db_run!(conn => {
+        let query = sql::<(
+            sql_types::Date,
+            sql_types::BigInt,
+            sql_types::BigInt,
+            sql_types::Nullable<sql_types::BigInt>,
+            sql_types::Nullable<sql_types::Binary>,
+        )>(
+            "SELECT d.day, d.enrollments, d.completions, d.learners_version, b.learners \
+             FROM enrollment_days d LEFT JOIN learner_day_bitmaps b \
+             ON b.day = d.day AND b.version = d.learners_version AND b.day >= ",
+        )
+        .bind::<sql_types::Date, _>(split.first)
+        .sql(" AND b.day < ")
+        .bind::<sql_types::Date, _>(split.end)
+        .sql(" WHERE d.day >= ")
+        .bind::<sql_types::Date, _>(split.first)
+        .sql(" AND d.day < ")
+        .bind::<sql_types::Date, _>(split.end);
+        const ENROLLED: &str =
+            " UNION ALL SELECT date(enrolled_at), COUNT(*), 0, NULL, NULL FROM enrollments WHERE";
+        const COMPLETED: &str =
+            " UNION ALL SELECT date(completed_at), 0, COUNT(*), NULL, NULL FROM enrollments WHERE";
+        let query = in_range!(query.sql(ENROLLED), "enrolled_at", head)
+            .sql(" GROUP BY date(enrolled_at)");
+        let query = in_range!(query.sql(ENROLLED), "enrolled_at", tail)
+            .sql(" GROUP BY date(enrolled_at)");
+        let query = in_range!(query.sql(COMPLETED), "completed_at", head)
+            .sql(" GROUP BY date(completed_at)");
+        let query = in_range!(query.sql(COMPLETED), "completed_at", tail)
+            .sql(" GROUP BY date(completed_at)");
+        query.load(conn).await
+    })
+}
+
+/// Statement (2): `(None, user_id)` for a learner active in a partial day (the raw UNION of
+/// [`active_learners`]), `(Some(day), user_id)` for `learner_days` from the first to the last
+/// stale day (usually only today, whose version moves with every write; the caller keeps the
+/// stale days).
+async fn partial_and_stale_learners(
+    conn: &mut DbConn,
+    split: &RangeSplit,
+    stale: &BTreeMap<NaiveDate, (i64, RoaringTreemap)>,
+) -> diesel::QueryResult<Vec<(Option<NaiveDate>, i64)>> {
+    let [head, tail] = split.partial;
+    // No stale day: an empty day range.
+    let (stale_first, stale_last) = match (stale.keys().next(), stale.keys().next_back()) {
+        (Some(first), Some(last)) => (*first, *last),
+        _ => (split.first, split.first.pred_opt().unwrap_or(split.first)),
+    };
+    db_run!(conn => {
+        let query = sql::<(sql_types::Nullable<sql_types::Date>, sql_types::BigInt)>(
+            "SELECT CAST(NULL AS DATE) AS day, user_id FROM enrollments WHERE",
+        );
+        const ENROLLED: &str = " UNION SELECT NULL, user_id FROM enrollments WHERE";
+        const COMPLETED: &str = " UNION SELECT NULL, user_id FROM enrollments WHERE";
+        const PROGRESSED: &str = " UNION SELECT NULL, e.user_id FROM lesson_progress p \
+             JOIN enrollments e ON e.id = p.enrollment_id WHERE";
+        const SUBMITTED: &str = " UNION SELECT NULL, user_id FROM exercise_submissions WHERE";
+        let query = in_range!(query, "enrolled_at", head);
+        let query = in_range!(query.sql(ENROLLED), "enrolled_at", tail);
+        let query = in_range!(query.sql(COMPLETED), "completed_at", head);
+        let query = in_range!(query.sql(COMPLETED), "completed_at", tail);
+        let query = in_range!(query.sql(PROGRESSED), "p.completed_at", head);
+        let query = in_range!(query.sql(PROGRESSED), "p.completed_at", tail);
+        let query = in_range!(query.sql(SUBMITTED), "submitted_at", head);
+        let query = in_range!(query.sql(SUBMITTED), "submitted_at", tail)
+            .sql(" UNION ALL SELECT day, user_id FROM learner_days WHERE day >= ")
+            .bind::<sql_types::Date, _>(stale_first)
+            .sql(" AND day <= ")
+            .bind::<sql_types::Date, _>(stale_last);
+        query.load(conn).await
+    })
+}
+
+/// One row of `learner_day_bitmaps`.
+#[derive(diesel::Insertable)]
+#[diesel(table_name = learner_day_bitmaps)]
+struct DayLearners {
+    day: NaiveDate,
+    version: i64,
+    learners: Vec<u8>,
+}
+
+/// Statement (3), when a bitmap was rebuilt. Each is tagged with the version read in statement
+/// (1), before its set was read: a write committed in between moved the day's version on, so the
+/// bitmap, whichever state it holds, is never taken as valid. Two callers racing may store an
+/// older version over a newer one; that costs a rebuild, not a wrong answer.
+async fn store_bitmaps(
+    conn: &mut DbConn,
+    rebuilt: BTreeMap<NaiveDate, (i64, RoaringTreemap)>,
+) -> diesel::QueryResult<()> {
+    if rebuilt.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(rebuilt.len());
+    for (day, (version, bitmap)) in rebuilt {
+        let mut learners = Vec::with_capacity(bitmap.serialized_size());
+        bitmap
+            .serialize_into(&mut learners)
+            .map_err(|err| diesel::result::Error::SerializationError(Box::new(err)))?;
+        rows.push(DayLearners {
+            day,
+            version,
+            learners,
+        });
+    }
+    match conn {
+        DbConn::Postgres(conn) => {
+            diesel::insert_into(learner_day_bitmaps::table)
+                .values(rows)
+                .on_conflict(learner_day_bitmaps::day)
+                .do_update()
+                .set((
+                    learner_day_bitmaps::version.eq(excluded(learner_day_bitmaps::version)),
+                    learner_day_bitmaps::learners.eq(excluded(learner_day_bitmaps::learners)),
+                ))
+                .execute(&mut **conn)
+                .await?
+        }
+        // diesel has no multi-row upsert for SQLite (its batch INSERT is a statement per row in
+        // a transaction), so one INSERT OR REPLACE with a placeholder triple per day, run
+        // synchronously on the connection's thread like `db_insert_many!`.
+        DbConn::Sqlite(conn) => {
+            conn.spawn_blocking(move |conn| {
+                let values = vec!["(?, ?, ?)"; rows.len()].join(", ");
+                let mut query = diesel::sql_query(format!(
+                    "INSERT OR REPLACE INTO learner_day_bitmaps (day, version, learners) \
+                     VALUES {values}"
+                ))
+                .into_boxed::<diesel::sqlite::Sqlite>();
+                for row in rows {
+                    query = query
+                        .bind::<sql_types::Date, _>(row.day)
+                        .bind::<sql_types::BigInt, _>(row.version)
+                        .bind::<sql_types::Binary, _>(row.learners);
+                }
+                diesel::RunQueryDsl::execute(query, conn)
+            })
+            .await?
+        }
+    };
+    Ok(())
+}
+
+fn decode(bitmap: &[u8]) -> diesel::QueryResult<RoaringTreemap> {
+    RoaringTreemap::deserialize_from(bitmap)
+        .map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
+}
+
+/// Ids are positive (identity columns), so they fit the bitmap's `u64`.
+fn user_id_bits(user_id: i64) -> diesel::QueryResult<u64> {
+    u64::try_from(user_id).map_err(|err| diesel::result::Error::DeserializationError(Box::new(err)))
 }
 
 /// Learners who enrolled, completed a course, completed a lesson or submitted an exercise in
@@ -139,6 +409,45 @@ mod tests {
 
     fn at(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn ranges_split_into_whole_days_and_partial_ends() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let split = |from: &str, to: &str| {
+            RangeSplit::of(StatsRange {
+                from: at(from),
+                to: at(to),
+            })
+        };
+        let midnights = split("2026-01-30 00:00:00", "2026-02-02 00:00:00");
+        assert_eq!(
+            (midnights.first, midnights.end),
+            (d("2026-01-30"), d("2026-02-02"))
+        );
+        assert!(!midnights.has_partial_days());
+
+        let ragged = split("2026-01-30 12:00:00", "2026-02-02 06:00:00");
+        assert_eq!(
+            (ragged.first, ragged.end),
+            (d("2026-01-31"), d("2026-02-02"))
+        );
+        assert_eq!(
+            ragged.partial,
+            [
+                (at("2026-01-30 12:00:00"), at("2026-01-31 00:00:00")),
+                (at("2026-02-02 00:00:00"), at("2026-02-02 06:00:00"))
+            ]
+        );
+
+        // Less than one whole day, even across a midnight: all raw, no rollup days.
+        let short = split("2026-01-30 12:00:00", "2026-01-31 11:00:00");
+        assert_eq!(short.first, short.end);
+        assert_eq!(
+            short.partial[0],
+            (at("2026-01-30 12:00:00"), at("2026-01-31 11:00:00"))
+        );
+        assert_eq!(short.partial[1].0, short.partial[1].1);
     }
 
     #[test]

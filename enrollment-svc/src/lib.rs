@@ -16,7 +16,7 @@ use learnhub_kit::{
 };
 use learnhub_proto::enrollment::v1::enrollment_service_server::EnrollmentServiceServer;
 
-mod analytics;
+pub mod analytics;
 mod cache;
 pub mod catalog_client;
 pub mod cli;

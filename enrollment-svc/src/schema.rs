@@ -65,3 +65,24 @@ diesel::allow_tables_to_appear_in_same_query!(
     lesson_progress,
     exercise_submissions
 );
+
+diesel::table! {
+    /// Per UTC day, maintained by triggers: enrollments, completions, and the version of the
+    /// day's learner set (see docs/enrollment-rollup.md).
+    enrollment_days (day) {
+        day -> Date,
+        enrollments -> BigInt,
+        completions -> BigInt,
+        learners_version -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One day's learner set as a serialized roaring bitmap, valid while `version` is the day's
+    /// `enrollment_days.learners_version`; written by EnrollmentStats, not by triggers.
+    learner_day_bitmaps (day) {
+        day -> Date,
+        version -> BigInt,
+        learners -> Binary,
+    }
+}

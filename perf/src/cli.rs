@@ -1,10 +1,11 @@
 //! The command line: `perf-report run`, `perf-report load`, `perf-report fairness`,
-//! `perf-report drop`.
+//! `perf-report stats`, `perf-report drop`.
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    enrollment_stats::{StatsSettings, stats},
     fairness::{FairnessSettings, Mode, fairness},
     load::{Endpoint, LoadSettings, load},
     prepare::{Target, drop_databases},
@@ -45,6 +46,18 @@ enum Command {
     /// Two gateways with near-caches: how soon an admin write through one is visible on both
     /// (distribution over the rounds); print and write docs/perf/staleness.md.
     Staleness(StalenessArgs),
+    /// EnrollmentStats over 366 days from the daily rollup and from the raw tables, p50/p99
+    /// (docs/enrollment-rollup.md); printed only.
+    Stats {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Rollup calls measured per range.
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Raw-query calls measured per range (seconds each at scale 1).
+        #[arg(long, default_value_t = 5)]
+        raw_calls: usize,
+    },
     /// Drop the databases of a scale (only those perf-report created).
     Drop(TargetArgs),
 }
@@ -274,6 +287,11 @@ impl Cli {
                 };
                 fairness(&target, &settings).await
             }
+            Command::Stats {
+                target,
+                calls,
+                raw_calls,
+            } => stats(&target.target()?, &StatsSettings { calls, raw_calls }).await,
             Command::Drop(args) => drop_databases(&args.target()?).await,
         }
     }

@@ -2,6 +2,7 @@
 //! report's scenarios through the gateway in three configurations (no indexes and no cache;
 //! indexes; indexes + cache), and load-tests the catalog page against the gateway's floor.
 pub mod cli;
+pub mod enrollment_stats;
 pub mod fairness;
 pub mod harness;
 pub mod load;

@@ -15,6 +15,7 @@ mod enrollments;
 mod indexes;
 mod outbox;
 mod progress;
+mod rollup;
 mod rpc_budgets;
 mod seed;
 mod stats;

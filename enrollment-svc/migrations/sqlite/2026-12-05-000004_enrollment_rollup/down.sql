@@ -1,0 +1,14 @@
+DROP TRIGGER exercise_submissions_rollup_delete;
+DROP TRIGGER exercise_submissions_rollup_update;
+DROP TRIGGER exercise_submissions_rollup_insert;
+DROP TRIGGER lesson_progress_rollup_delete;
+DROP TRIGGER lesson_progress_rollup_update;
+DROP TRIGGER lesson_progress_rollup_insert;
+DROP TRIGGER enrollments_rollup_delete;
+DROP TRIGGER enrollments_rollup_update;
+DROP TRIGGER enrollments_rollup_insert;
+DROP TRIGGER rollup_events_apply;
+DROP VIEW rollup_events;
+DROP TABLE learner_day_bitmaps;
+DROP TABLE learner_days;
+DROP TABLE enrollment_days;
