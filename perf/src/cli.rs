@@ -146,8 +146,8 @@ struct LoadArgs {
     /// that drops them; the sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, e.g.
     /// parentbased_traceidratio and 0.01), as in production. `off`: no metrics recorder and no
     /// tracer, to measure what observability costs.
-    #[arg(long, value_enum, default_value_t = Observability::On)]
-    observability: Observability,
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    observability: Switch,
     /// Only these endpoints, in this order (default: all four).
     #[arg(long, value_enum, value_delimiter = ',')]
     endpoints: Vec<Endpoint>,
@@ -155,6 +155,10 @@ struct LoadArgs {
     /// in production; without it they talk plaintext.
     #[arg(long)]
     internal_mtls: bool,
+    /// `on`: the gateway's and catalog-svc's near-caches (L1) in front of cache-svc, as the
+    /// services run by default; `off`: every read goes to cache-svc (the cost of the hop).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    near_cache: Switch,
 }
 
 #[derive(Args)]
@@ -181,9 +185,9 @@ struct FairnessArgs {
     out_dir: PathBuf,
 }
 
-/// Whether `perf-report load` runs with metrics and trace export.
+/// A `perf-report load` setting: observability (metrics and trace export), near-caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Observability {
+enum Switch {
     On,
     Off,
 }
@@ -214,7 +218,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         // Held until the run ends: dropping it flushes the spans still batched.
         let _telemetry = match &self.command {
-            Command::Load(args) if args.observability == Observability::On => {
+            Command::Load(args) if args.observability == Switch::On => {
                 Some(crate::observability::export_to_sink().await?)
             }
             Command::Load(_) => {
@@ -270,6 +274,7 @@ impl Cli {
                     command_line: command_line(),
                     endpoints: args.endpoints,
                     internal_mtls: args.internal_mtls,
+                    near_cache: args.near_cache == Switch::On,
                 };
                 load(&target, &settings).await
             }

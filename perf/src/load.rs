@@ -29,6 +29,8 @@ pub struct LoadSettings {
     pub endpoints: Vec<Endpoint>,
     /// The services call each other over mutual TLS.
     pub internal_mtls: bool,
+    /// The gateway's and catalog-svc's near-caches on (the services' default) or off.
+    pub near_cache: bool,
 }
 
 /// The four measured endpoints.
@@ -159,13 +161,17 @@ pub(crate) async fn prepare_indexed(
 pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()> {
     let (prepared, machine) = prepare_indexed(target).await?;
     let (min_user, max_user, _) = pg::user_ids(&prepared.enrollment_url).await?;
-    let platform = Platform::start(&PlatformOptions {
+    let mut config = PlatformOptions {
         catalog_url: prepared.catalog_url.clone(),
         enrollment_url: prepared.enrollment_url.clone(),
         cache: Some((target.redis_url.clone(), target.redis_prefix.clone())),
         internal_mtls: settings.internal_mtls,
-    })
-    .await?;
+    }
+    .config();
+    if !settings.near_cache {
+        config.near_cache = learnhub_cache_client::NearCacheArgs::off();
+    }
+    let platform = Platform::start_with_config(config).await?;
     let outcome = measure_all(&platform, target, settings, (min_user, max_user)).await;
     platform.stop().await?;
     let tables = outcome?;
@@ -174,7 +180,7 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
     let _ = writeln!(
         out,
         "# learnhub load benchmark: the catalog page against the gateway's floor\n\n\
-         Measured with `{}` (perf-report, {} build) at scale {} (indexes + cache on Redis, warm).\n\n\
+         Measured with `{}` (perf-report, {} build) at scale {} (indexes + cache on Redis, warm; near-caches {}).\n\n\
          Method: gateway, services and load generator in one process on this {}-CPU box; closed \
          loop at the given concurrency for {} s per endpoint after {} s of warm-up; gRPC over {} \
          HTTP/2 connection(s), REST over HTTP/1.1 keep-alive connections (one per caller). The \
@@ -186,6 +192,7 @@ pub async fn load(target: &Target, settings: &LoadSettings) -> anyhow::Result<()
         settings.command_line,
         machine.profile,
         target.scale,
+        if settings.near_cache { "on" } else { "off" },
         machine.cpus,
         settings.duration.as_secs(),
         settings.warmup.as_secs(),
