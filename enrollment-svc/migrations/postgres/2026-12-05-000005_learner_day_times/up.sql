@@ -158,7 +158,9 @@ LANGUAGE sql IMMUTABLE AS $$
         FROM unnest(rows_) r)
 $$;
 
--- Backfill from the rows already there.
+-- Backfill from the rows already there, in key order: a day's rows then sit on a few hundred
+-- consecutive pages (rows appended by the triggers arrive day by day too) instead of one page
+-- each, so reading one day's learners is a short scan.
 INSERT INTO learner_days (day, user_id, events, first_at, last_at)
 SELECT at::date, user_id, COUNT(*), MIN(at), MAX(at) FROM (
     SELECT enrolled_at AS at, user_id FROM enrollments
@@ -171,4 +173,7 @@ SELECT at::date, user_id, COUNT(*), MIN(at), MAX(at) FROM (
     UNION ALL
     SELECT submitted_at, user_id FROM exercise_submissions
 ) events
-GROUP BY at::date, user_id;
+GROUP BY at::date, user_id
+ORDER BY at::date, user_id;
+-- Fresh statistics for the planner: the table was just rebuilt.
+ANALYZE learner_days;
