@@ -1,9 +1,11 @@
 //! EnrollmentStats from the daily rollup equals the raw query (`analytics::enrollment_stats_raw`)
 //! on randomized data written behind the service's back: backdated model inserts, completions set,
 //! moved and cleared, lessons uncompleted, deletes cascading from enrollments and users, and new
-//! rows on days whose bitmaps are already stored; for random ranges, midnight-aligned or not.
+//! rows on days whose bitmaps are already stored; for random ranges, midnight-aligned or not, and
+//! ranges whose ends fall on, just before or just after activity on busy learner-days (several
+//! events a day), before and after those days' first and last events are deleted or moved.
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use diesel::{ExpressionMethods, QueryDsl};
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::RunQueryDsl;
 use enrollment_svc::{
     analytics::{enrollment_stats, enrollment_stats_raw},
@@ -26,6 +28,10 @@ on_both_backends!(rollup_equals_the_raw_query_on_random_data);
 
 const DAYS: u64 = 60;
 const RANGES: usize = 40;
+/// Days (from `start()`) on which half the learners are busy: several events each.
+const BUSY_DAYS: [i64; 3] = [5, 6, 33];
+/// Busy-day enrollments are in courses `BUSY_COURSE + day`.
+const BUSY_COURSE: i64 = 100;
 
 fn start() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2026, 1, 1)
@@ -132,7 +138,8 @@ async fn insert_activity(
     let keys = Enrollment::keys_for_users(conn, user_ids).await.unwrap();
     let mut lessons = Vec::new();
     for (enrollment_id, _, course_id) in keys {
-        if course_id < first_course {
+        // Busy-day enrollments have their lessons already.
+        if course_id < first_course || course_id >= BUSY_COURSE {
             continue;
         }
         for lesson_id in 0..rng.below(4) as i64 {
@@ -159,6 +166,226 @@ async fn ids_of(conn: &mut DbConn, table: &str) -> Vec<i64> {
         }
     }
     .unwrap()
+}
+
+/// A moment of the busy day `day`, to the microsecond.
+fn moment_on(day: i64, rng: &mut SplitMix64) -> NaiveDateTime {
+    start() + Duration::days(day) + Duration::microseconds(rng.below(86_400_000_000) as i64)
+}
+
+/// On each busy day, for each learner: 2–4 submissions, and an enrollment
+/// (course `BUSY_COURSE + day`) enrolled that day, completed that day half the time, with 1–3
+/// lessons completed that day.
+async fn insert_busy_days(conn: &mut DbConn, rng: &mut SplitMix64, user_ids: &[i64]) {
+    let mut rows = Vec::new();
+    let mut submissions = Vec::new();
+    for &user_id in user_ids {
+        for day in BUSY_DAYS {
+            let enrolled_at = moment_on(day, rng);
+            let completed_at = (rng.below(2) == 0).then(|| moment_on(day, rng));
+            rows.push(NewEnrollment {
+                user_id,
+                course_id: BUSY_COURSE + day,
+                status: if completed_at.is_some() {
+                    EnrollmentStatus::Completed
+                } else {
+                    EnrollmentStatus::Active
+                },
+                enrolled_at,
+                completed_at,
+                updated_at: enrolled_at,
+            });
+            for _ in 0..2 + rng.below(3) {
+                submissions.push(NewSubmission {
+                    submitted_at: moment_on(day, rng),
+                    ..submission(user_id, rng)
+                });
+            }
+        }
+    }
+    Enrollment::insert_many(conn, &rows).await.unwrap();
+    Submission::insert_many(conn, &submissions).await.unwrap();
+    let mut lessons = Vec::new();
+    for (enrollment_id, _, course_id) in Enrollment::keys_for_users(conn, user_ids).await.unwrap() {
+        if course_id < BUSY_COURSE {
+            continue;
+        }
+        for lesson_id in 0..1 + rng.below(3) as i64 {
+            let completed_at = moment_on(course_id - BUSY_COURSE, rng);
+            lessons.push(NewLessonProgress {
+                enrollment_id,
+                lesson_id,
+                completed: true,
+                completed_at: Some(completed_at),
+                updated_at: completed_at,
+            });
+        }
+    }
+    LessonProgress::insert_many(conn, &lessons).await.unwrap();
+}
+
+/// Every activity moment in the raw tables, sorted.
+async fn activity_moments(conn: &mut DbConn) -> Vec<NaiveDateTime> {
+    let mut moments: Vec<NaiveDateTime> = db_run!(conn => enrollments::table
+        .select(enrollments::enrolled_at).load(conn).await)
+    .unwrap();
+    let completed: Vec<Option<NaiveDateTime>> = db_run!(conn => enrollments::table
+        .select(enrollments::completed_at).load(conn).await)
+    .unwrap();
+    let lessons: Vec<Option<NaiveDateTime>> = db_run!(conn => lesson_progress::table
+        .select(lesson_progress::completed_at).load(conn).await)
+    .unwrap();
+    let submitted: Vec<NaiveDateTime> = db_run!(conn => exercise_submissions::table
+        .select(exercise_submissions::submitted_at).load(conn).await)
+    .unwrap();
+    moments.extend(completed.into_iter().flatten());
+    moments.extend(lessons.into_iter().flatten());
+    moments.extend(submitted);
+    moments.sort();
+    moments
+}
+
+/// Ranges over two days or more whose ends fall on an activity moment of a busy day, a
+/// microsecond before or after one, or halfway between two: the partial days' learners then
+/// hinge on single events, often between a learner's first and last of the day. A few ranges
+/// stay inside one day (read from the raw tables).
+async fn assert_ends_between_events(conn: &mut DbConn, rng: &mut SplitMix64, phase: &str) {
+    let moments = activity_moments(conn).await;
+    let busy: Vec<NaiveDateTime> = moments
+        .iter()
+        .copied()
+        .filter(|at| BUSY_DAYS.contains(&(at.date() - start().date()).num_days()))
+        .collect();
+    let near = |at: NaiveDateTime, rng: &mut SplitMix64| -> NaiveDateTime {
+        match rng.below(4) {
+            0 => at - Duration::microseconds(1),
+            1 => at,
+            2 => at + Duration::microseconds(1),
+            _ => {
+                let next = moments.iter().find(|m| **m > at).copied().unwrap_or(at);
+                at + (next - at) / 2
+            }
+        }
+    };
+    let mut compared = 0;
+    while compared < 2 * RANGES {
+        let a = near(busy[rng.below(busy.len() as u64) as usize], rng);
+        // The other end: another busy moment, or anywhere in the 60 days.
+        let b = if rng.below(3) == 0 {
+            moment(rng)
+        } else {
+            near(busy[rng.below(busy.len() as u64) as usize], rng)
+        };
+        let (from, to) = if a < b { (a, b) } else { (b, a) };
+        // Mostly two days or more; one range in ten inside a day.
+        if from == to || (from.date() == to.date() && rng.below(10) != 0) {
+            continue;
+        }
+        compared += 1;
+        let range = StatsRange { from, to };
+        let raw = enrollment_stats_raw(conn, range).await.unwrap();
+        for call in ["first", "second"] {
+            let rollup = enrollment_stats(conn, range).await.unwrap();
+            assert_eq!(
+                rollup, raw,
+                "{phase}, {call} call, range {} .. {}",
+                range.from, range.to
+            );
+        }
+    }
+}
+
+/// Takes away the first or the last event of busy learner-days: the earliest or latest
+/// submission of a learner's day deleted or moved (to the same day or another), the latest
+/// completed lesson uncompleted or deleted, the day's enrollment deleted (with its lessons) or
+/// its enrolment moved.
+async fn remove_first_and_last_events(conn: &mut DbConn, rng: &mut SplitMix64) {
+    let rows: Vec<(i64, i64, NaiveDateTime)> = db_run!(conn => exercise_submissions::table
+        .select((exercise_submissions::id, exercise_submissions::user_id, exercise_submissions::submitted_at))
+        .order((exercise_submissions::user_id, exercise_submissions::submitted_at))
+        .load(conn).await)
+    .unwrap();
+    let mut days: std::collections::BTreeMap<(i64, NaiveDate), Vec<(i64, NaiveDateTime)>> =
+        Default::default();
+    for (id, user_id, at) in rows {
+        days.entry((user_id, at.date())).or_default().push((id, at));
+    }
+    for ((_, day), submissions) in days {
+        if submissions.len() < 2 {
+            continue;
+        }
+        let (first, last) = (submissions[0].0, submissions[submissions.len() - 1].0);
+        let within = |rng: &mut SplitMix64| {
+            day.and_hms_opt(0, 0, 0).unwrap()
+                + Duration::microseconds(rng.below(86_400_000_000) as i64)
+        };
+        match rng.below(5) {
+            0 => {
+                db_run!(conn => diesel::delete(exercise_submissions::table.find(first)).execute(conn).await)
+                    .unwrap();
+            }
+            1 => {
+                db_run!(conn => diesel::delete(exercise_submissions::table.find(last)).execute(conn).await)
+                    .unwrap();
+            }
+            2 => {
+                let at = within(rng);
+                db_run!(conn => diesel::update(exercise_submissions::table.find(first))
+                    .set(exercise_submissions::submitted_at.eq(at))
+                    .execute(conn).await)
+                .unwrap();
+            }
+            3 => {
+                let at = moment(rng);
+                db_run!(conn => diesel::update(exercise_submissions::table.find(last))
+                    .set(exercise_submissions::submitted_at.eq(at))
+                    .execute(conn).await)
+                .unwrap();
+            }
+            _ => {}
+        }
+    }
+    let busy: Vec<(i64, i64)> = db_run!(conn => enrollments::table
+        .filter(enrollments::course_id.ge(BUSY_COURSE))
+        .select((enrollments::id, enrollments::course_id))
+        .order(enrollments::id)
+        .load(conn).await)
+    .unwrap();
+    for (id, course_id) in busy {
+        match rng.below(5) {
+            0 => {
+                db_run!(conn => diesel::delete(enrollments::table.find(id)).execute(conn).await)
+                    .unwrap();
+            }
+            1 => {
+                let at = moment_on(course_id - BUSY_COURSE, rng);
+                db_run!(conn => diesel::update(enrollments::table.find(id))
+                    .set(enrollments::enrolled_at.eq(at))
+                    .execute(conn).await)
+                .unwrap();
+            }
+            2 | 3 => {
+                let latest: Option<i64> = db_run!(conn => lesson_progress::table
+                    .filter(lesson_progress::enrollment_id.eq(id))
+                    .filter(lesson_progress::completed_at.is_not_null())
+                    .order(lesson_progress::completed_at.desc())
+                    .select(lesson_progress::id)
+                    .first(conn).await.optional())
+                .unwrap();
+                let Some(latest) = latest else { continue };
+                if rng.below(2) == 0 {
+                    db_run!(conn => diesel::update(lesson_progress::table.find(latest))
+                        .set((lesson_progress::completed.eq(false), lesson_progress::completed_at.eq(None::<NaiveDateTime>)))
+                        .execute(conn).await)
+                    .unwrap();
+                } else {
+                    db_run!(conn => diesel::delete(lesson_progress::table.find(latest)).execute(conn).await)
+                        .unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Completions set, moved and cleared; lessons completed and uncompleted; submissions moved;
@@ -263,12 +490,28 @@ async fn rollup_equals_the_raw_query_on_random_data(backend: Backend) {
     assert_eq!(user_ids.len(), 40);
 
     insert_activity(&mut conn, &mut rng, &user_ids, 1).await;
+    insert_busy_days(&mut conn, &mut rng, &user_ids[..20]).await;
     assert_rollup_equals_raw(&mut conn, &mut rng, "after the inserts").await;
+    assert_ends_between_events(&mut conn, &mut rng, "ends near events, after the inserts").await;
+
+    remove_first_and_last_events(&mut conn, &mut rng).await;
+    assert_ends_between_events(
+        &mut conn,
+        &mut rng,
+        "ends near events, after first and last events went",
+    )
+    .await;
 
     change_and_delete(&mut conn, &mut rng, &user_ids).await;
     // More rows on days whose bitmaps are stored now.
     insert_activity(&mut conn, &mut rng, &user_ids[1..], 10).await;
     assert_rollup_equals_raw(&mut conn, &mut rng, "after updates, deletes and inserts").await;
+    assert_ends_between_events(
+        &mut conn,
+        &mut rng,
+        "ends near events, after updates, deletes and inserts",
+    )
+    .await;
 
     // The RPC answers from the rollup too.
     let range = StatsRange {
