@@ -338,6 +338,15 @@ async fn one_request_is_one_trace_across_four_processes_and_every_service_serves
             || has_metric(&after["cache-svc"], "learnhub_cache_hits_total"),
         "cache-svc counts reads"
     );
+    assert!(
+        has_metric(&after["gateway"], "learnhub_cache_near_misses_total")
+            && has_metric(&after["gateway"], "learnhub_cache_near_live"),
+        "the gateway's near-cache counts its reads"
+    );
+    assert!(
+        has_metric(&after["cache-svc"], "learnhub_cache_subscribers"),
+        "cache-svc reports its near-cache subscribers"
+    );
 
     // Stop every process the Kubernetes way: SIGTERM flushes the spans still batched.
     let Topology {
