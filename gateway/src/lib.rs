@@ -122,6 +122,9 @@ impl Application {
                 reason: "must be at least 1".into(),
             });
         }
+        // Before the upstream clients: they register series (the near-cache's counters, the
+        // breaker gauge) as they are built, which would go nowhere without a recorder.
+        learnhub_kit::metrics::install("gateway", env!("CARGO_PKG_VERSION"));
         let upstreams = upstream::Upstreams::connect_lazy(
             &config.catalog_addr,
             config.enrollment_addr.as_deref(),
@@ -138,7 +141,6 @@ impl Application {
                 .with_stale_if_error(Duration::from_secs(config.stale_if_error_secs)),
         );
         let edge = edge::Edge::new(&config.edge)?;
-        learnhub_kit::metrics::install("gateway", env!("CARGO_PKG_VERSION"));
         let listener = bind(&config.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen.clone(),
