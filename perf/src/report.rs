@@ -107,9 +107,12 @@ impl RunReport {
              wall time at that concurrency. (a) = every migration but the performance-index \
              migration of both services (reverted), services without cache; (b) = the index \
              migration applied again (then ANALYZE); (c) = (b) + cache-svc on Redis (emptied, \
-             then warmed by the warm-up calls). The SQL columns come from the services' query \
-             profilers; the hit rate is cache-svc's own (hits / lookups during the measurement, \
-             every caller: gateway, catalog-svc, enrollment-svc).\n",
+             then warmed by the warm-up calls) with the gateway's and catalog-svc's near-caches \
+             (L1, as the services run by default). The SQL columns come from the services' query \
+             profilers; cache lookups and the hit rate are cache-svc's own (hits / lookups during \
+             the measurement, every caller: gateway, catalog-svc, enrollment-svc): a read the \
+             near-cache answers never reaches cache-svc, so a catalog page served from it shows \
+             0 lookups and no hit rate.\n",
             self.machine.cpus,
             s.concurrency,
             s.connections,
