@@ -71,6 +71,20 @@ async fn backlog(app: &TestApp) -> i64 {
     learnhub_db::outbox::backlog(&app.db).await.unwrap()
 }
 
+/// Course 1 is served from the cache again. Not necessarily on the first read: delivery is at
+/// least once, and the stopped catalog-svc's client may still deliver the invalidation it was
+/// retrying in memory a moment after the path is mended, refusing one fill; so a few reads.
+async fn cached_again(app: &TestApp) {
+    for _ in 0..20 {
+        let (title_read, statements) = app.statements(title(app, 1)).await;
+        if statements == 0 {
+            assert!(!title_read.is_empty());
+            return;
+        }
+    }
+    panic!("course 1 is never served from the cache again");
+}
+
 /// Waits until the outbox is empty and the client retries nothing in memory.
 async fn relayed(app: &TestApp) {
     let deadline = Instant::now() + RELAY_DEADLINE;
@@ -114,8 +128,7 @@ async fn an_invalidation_cut_off_from_cache_svc_survives_a_restart_of_catalog_sv
     relayed(&app).await;
     assert_eq!(title(&app, 1).await, "Renamed while cut off");
     assert_eq!(listed_title(&app, 1).await, "Renamed while cut off");
-    let (_, statements) = app.statements(title(&app, 1)).await;
-    assert_eq!(statements, 0, "and cached again");
+    cached_again(&app).await;
     assert_eq!(backlog(&app).await, 0);
 }
 
@@ -150,8 +163,7 @@ async fn an_invalidation_lost_with_cache_svc_survives_a_restart_of_catalog_svc(b
         listed_title(&app, 1).await,
         "Renamed while cache-svc was down"
     );
-    let (_, statements) = app.statements(title(&app, 1)).await;
-    assert_eq!(statements, 0, "and cached again");
+    cached_again(&app).await;
     assert_eq!(backlog(&app).await, 0);
 }
 

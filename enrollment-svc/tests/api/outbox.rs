@@ -132,7 +132,23 @@ async fn an_invalidation_cut_off_from_cache_svc_survives_a_restart_of_enrollment
     let mut both = vec![a.id, b.id];
     both.sort_unstable();
     assert_eq!(enrolled(&app, user.id).await.0, both);
-    assert_eq!(enrolled(&app, user.id).await, (both, 0), "and cached again");
+    // Cached again, though maybe not on the first read: delivery is at least once, and the
+    // stopped enrollment-svc's client may still deliver the invalidation it was retrying in
+    // memory a moment after the path is mended, refusing one fill.
+    let mut reads = Vec::new();
+    for _ in 0..20 {
+        let read = enrolled(&app, user.id).await;
+        let cached = read.1 == 0;
+        reads.push(read);
+        if cached {
+            break;
+        }
+    }
+    assert_eq!(
+        reads.last(),
+        Some(&(both, 0)),
+        "and cached again: {reads:?}"
+    );
 }
 
 async fn a_write_that_fails_records_nothing_and_one_delivered_inline_leaves_no_row(
