@@ -418,6 +418,7 @@ impl RunReport {
                         "throughput": m.throughput(), "requests": m.requests,
                         "errors": m.errors, "sql_per_call": r.statements_per_request(),
                         "cache_hit_rate": r.hit_rate(),
+                        "cache_lookups_per_call": r.lookups_per_request(),
                     }),
                 );
             }

@@ -90,12 +90,17 @@ async fn a_tiny_scale_runs_all_three_configurations_and_is_reused() {
     };
     assert!(sql("a", "categories") >= 1.0);
     assert_eq!(sql("c", "categories"), 0.0);
-    assert!(
-        json["configurations"]["c"]["scenarios"]["categories"]["cache_hit_rate"]
-            .as_f64()
-            .unwrap()
-            > 0.9
-    );
+    // From cache-svc at a high hit rate, or (the near-caches on, as by default) from the
+    // gateway's near-cache without asking cache-svc at all.
+    let categories = &json["configurations"]["c"]["scenarios"]["categories"];
+    match categories["cache_hit_rate"].as_f64() {
+        Some(rate) => assert!(rate > 0.9, "{categories}"),
+        None => assert_eq!(
+            categories["cache_lookups_per_call"].as_f64(),
+            Some(0.0),
+            "{categories}"
+        ),
+    }
 
     // Marked as seeded: the next run reuses the data instead of seeding again.
     assert!(matches!(
