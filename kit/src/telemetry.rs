@@ -181,21 +181,16 @@ where
     if provider.is_some() {
         SPANS_BUILT.store(true, Ordering::Relaxed);
     }
-    let traces = provider.map(|provider| {
-        let quiet = quiet_targets();
-        // Per-span extras off: source location, thread, target and busy/idle timing (two clock
-        // reads per poll) cost on every span, sampled or not, and nothing reads them. Nothing
-        // here reads OpenTelemetry's current context either (trace context is injected from the
-        // tracing span), so it is not activated on every enter.
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("learnhub"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(quiet.and(SkipUnsampled))
-    });
+    // Without a provider the slot holds a layer that wants nothing, behind a filter of its own.
+    // Not `None`: a plain layer (an `Option` is one) above per-layer filters turns each callsite
+    // they all refuse into "sometimes" and says yes to it, so every span of every crate (h2's
+    // trace spans, a few per frame, included) was built even with RUST_LOG=warn.
+    let traces = match provider {
+        Some(provider) => traces_layer(provider).boxed(),
+        None => tracing_subscriber::layer::Identity::new()
+            .with_filter(filter::LevelFilter::OFF)
+            .boxed(),
+    };
     let unsampled_spans_off = UnsampledSpansOff {
         logs_level: filter
             .max_level_hint()
@@ -214,6 +209,26 @@ where
         .with(logs.with_filter(filter))
         .with(traces)
         .with(dispatch.with_filter(filter::LevelFilter::OFF))
+}
+
+/// The OpenTelemetry layer: sampled spans of [`quiet_targets`], exported through `provider`.
+fn traces_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
+    let quiet = quiet_targets();
+    // Per-span extras off: source location, thread, target and busy/idle timing (two clock
+    // reads per poll) cost on every span, sampled or not, and nothing reads them. Nothing
+    // here reads OpenTelemetry's current context either (trace context is injected from the
+    // tracing span), so it is not activated on every enter.
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("learnhub"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_filter(quiet.and(SkipUnsampled))
 }
 
 /// What the OpenTelemetry layer sees: info and above, except the transport's own spans, which
@@ -1218,6 +1233,61 @@ mod tests {
             (trace, noise)
         });
         assert_eq!(disabled, ((true, true, true), true));
+    }
+
+    /// A span callsite of `target` at `level`, for asking a subscriber directly what it thinks
+    /// of it (the interest the macros cache is shared by every subscriber alive in the process,
+    /// so in a test binary other tests' subscribers would answer too).
+    macro_rules! span_site {
+        ($target:literal, $level:expr) => {{
+            struct Site;
+            static SITE: Site = Site;
+            static META: tracing::Metadata<'static> = tracing::Metadata::new(
+                "site",
+                $target,
+                $level,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&SITE)),
+                tracing::metadata::Kind::SPAN,
+            );
+            impl tracing::callsite::Callsite for Site {
+                fn set_interest(&self, _: tracing::subscriber::Interest) {}
+                fn metadata(&self) -> &tracing::Metadata<'_> {
+                    &META
+                }
+            }
+            &META
+        }};
+    }
+
+    /// Without an OpenTelemetry provider (no OTLP endpoint) and logs at warn, no span is built:
+    /// each span callsite of ours and of the transport is disabled for good when it registers.
+    /// (The traces' slot once held `None` there, a plain layer that turned "never" into
+    /// "sometimes" and built every span, h2's trace spans included.)
+    #[test]
+    fn without_traces_quiet_logs_disable_every_span_callsite() {
+        let quiet = subscriber(EnvFilter::new("warn"), false, Captured::default(), None);
+        for site in [
+            span_site!("h2", tracing::Level::TRACE),
+            span_site!("hyper", tracing::Level::INFO),
+            span_site!("learnhub_kit", tracing::Level::INFO),
+        ] {
+            assert!(quiet.register_callsite(site).is_never(), "{site:?}");
+        }
+        let verbose = subscriber(EnvFilter::new("info"), false, Captured::default(), None);
+        assert!(
+            !verbose
+                .register_callsite(span_site!("learnhub_kit", tracing::Level::INFO))
+                .is_never(),
+            "logs at info keep the spans their lines name"
+        );
+        assert!(
+            verbose
+                .register_callsite(span_site!("h2", tracing::Level::TRACE))
+                .is_never()
+        );
     }
 
     #[test]
