@@ -204,11 +204,13 @@ where
     // silence the traces.
     // The slot sees no span or event: a layer without a filter would make every callsite of
     // every crate (h2's per-frame events included) ask the filters above on every hit.
+    // The plain layer outermost: `enabled` asks it first, and its "no" is final (the per-layer
+    // filters below are not asked).
     tracing_subscriber::registry()
-        .with(unsampled_spans_off)
         .with(logs.with_filter(filter))
         .with(traces)
         .with(dispatch.with_filter(filter::LevelFilter::OFF))
+        .with(unsampled_spans_off)
 }
 
 /// The OpenTelemetry layer: sampled spans of [`quiet_targets`], exported through `provider`.
@@ -593,8 +595,8 @@ impl<S> tracing_subscriber::layer::Filter<S> for SkipUnsampled {
 /// said no. So each span of an unsampled request still took a registry slot, and each poll of
 /// its future an enter and an exit with their lookups: about 120,000 instructions per REST
 /// catalog page, a seventh of its cost (callgrind, `perf-report load`, on vs off). A plain layer
-/// next to the registry can say no for everyone; it only does so for spans (events still reach
-/// the logs) and only inside an unsampled request.
+/// can say no for everyone; it only does so above the logs' level (what it refuses reaches no
+/// log line), inside an unsampled request, and for events outside every span.
 struct UnsampledSpansOff {
     /// The most verbose level the log filter lets through anywhere.
     logs_level: filter::LevelFilter,
@@ -605,8 +607,8 @@ struct UnsampledSpansOff {
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for UnsampledSpansOff {
-    /// `never` exactly where every per-layer filter says never (next to the registry, any other
-    /// answer turns such a callsite into "sometimes", and the registry would build its spans),
+    /// `never` exactly where every per-layer filter says never (a plain layer above them that
+    /// answers anything else turns such a callsite into "sometimes", and its spans get built),
     /// else neutral (`always`): the per-layer filters' own interest then decides whether
     /// `enabled` is asked on each hit. Not the default, which asks `enabled` once here and could
     /// disable a callsite for good when it first fires inside an unsampled request.
@@ -629,12 +631,23 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for UnsampledSpansOff {
         }
     }
 
+    /// Above the logs' level, only the traces could want a span or an event: nothing of an
+    /// unsampled request, and of an event only one made inside a (sampled) span, which it is
+    /// recorded on. The gateway's access line, at info under `RUST_LOG=warn`, is written when
+    /// the response body ends, outside the request's scope and span: without this it was built
+    /// and handed to every layer on every request.
     fn enabled(
         &self,
         metadata: &tracing::Metadata<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        !(metadata.is_span() && *metadata.level() > self.logs_level && in_unsampled_request())
+        if *metadata.level() <= self.logs_level {
+            return true;
+        }
+        if in_unsampled_request() {
+            return false;
+        }
+        !(metadata.is_event() && ctx.current_span().id().is_none())
     }
 }
 
@@ -808,6 +821,10 @@ pub(crate) fn http_server_span(method: &http::Method, path: &str) -> tracing::Sp
 /// Names an HTTP server span after its route template (`GET /v1/courses/{key}`): the router
 /// matched it after the span started, so the name is changed on the started span.
 pub fn record_http_route(span: &tracing::Span, method: &http::Method, route: &str) {
+    // An unsampled request's span is not built: nothing to name.
+    if span.is_disabled() {
+        return;
+    }
     let name = format!("{method} {route}");
     span.record("http.route", route);
     // The field renames the span in the logs (and an OpenTelemetry span not started yet).
@@ -1239,7 +1256,10 @@ mod tests {
     /// of it (the interest the macros cache is shared by every subscriber alive in the process,
     /// so in a test binary other tests' subscribers would answer too).
     macro_rules! span_site {
-        ($target:literal, $level:expr) => {{
+        ($target:literal, $level:expr) => {
+            span_site!($target, $level, tracing::metadata::Kind::SPAN)
+        };
+        ($target:literal, $level:expr, $kind:expr) => {{
             struct Site;
             static SITE: Site = Site;
             static META: tracing::Metadata<'static> = tracing::Metadata::new(
@@ -1250,7 +1270,7 @@ mod tests {
                 None,
                 None,
                 tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&SITE)),
-                tracing::metadata::Kind::SPAN,
+                $kind,
             );
             impl tracing::callsite::Callsite for Site {
                 fn set_interest(&self, _: tracing::subscriber::Interest) {}
@@ -1288,6 +1308,45 @@ mod tests {
                 .register_callsite(span_site!("h2", tracing::Level::TRACE))
                 .is_never()
         );
+    }
+
+    /// With logs at warn, an info event is built only where the traces keep it: inside a sampled
+    /// span. Outside every span (the gateway's access line, written as the body ends) or inside
+    /// an unsampled request nobody would read it.
+    #[test]
+    fn quiet_logs_build_an_info_event_only_inside_a_sampled_span() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampling::ParentBasedAlwaysOff.sampler())
+            .build();
+        let subscriber = subscriber(
+            EnvFilter::new("warn"),
+            false,
+            Captured::default(),
+            Some(&provider),
+        );
+        let event = span_site!(
+            "learnhub_kit",
+            tracing::Level::INFO,
+            tracing::metadata::Kind::EVENT
+        );
+        let warning = span_site!(
+            "learnhub_kit",
+            tracing::Level::WARN,
+            tracing::metadata::Kind::EVENT
+        );
+        let enabled = |site| tracing::dispatcher::get_default(|d| d.enabled(site));
+        let seen = block_on_under(subscriber, async {
+            let outside = (enabled(event), enabled(warning));
+            let sampled = ServerTrace::start(&caller_headers("01"), || rpc_server_span(PATH))
+                .run(|| async { (enabled(event), enabled(warning)) })
+                .await;
+            let unsampled = ServerTrace::start(&caller_headers("00"), || rpc_server_span(PATH))
+                .run(|| async { (enabled(event), enabled(warning)) })
+                .await;
+            (outside, sampled, unsampled)
+        });
+        assert_eq!(seen, ((false, true), (true, true), (false, true)));
     }
 
     #[test]
