@@ -8,13 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bb8::Pool;
-use bb8_redis::{RedisConnectionManager, redis};
 use hdrhistogram::Histogram;
 use learnhub_proto::cache::v1::{GetRequest, SetRequest, cache_service_client::CacheServiceClient};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Application, Config, error::Error, key::escape_glob};
+use crate::{Application, Config, error::Error, key::escape_glob, store::redis::Connections};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -39,7 +37,8 @@ pub struct BenchArgs {
     /// gRPC connections the clients spread over (HTTP/2 multiplexes calls on each).
     #[arg(long, default_value_t = 4)]
     pub channels: usize,
-    /// Redis connections for both cache-svc and the raw client (each multiplexed).
+    /// Redis connections for both cache-svc and the raw client: multiplexed, each shared by the
+    /// calls in flight (none is checked out), taken in turn.
     #[arg(long, default_value_t = 8)]
     pub redis_pool_size: u32,
 }
@@ -91,11 +90,12 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
                 .map_err(|err| Error::Bench(err.to_string()))?,
         );
     }
-    let manager = RedisConnectionManager::new(args.redis_url.as_str())?;
-    let raw = Pool::builder()
-        .max_size(args.redis_pool_size.max(1))
-        .build(manager)
-        .await?;
+    // The raw client connects as cache-svc does: the ratio is the service layer's cost.
+    let raw_options = config
+        .redis_options()
+        .ok_or_else(|| Error::Bench("no redis url".into()))?;
+    let raw =
+        Connections::open(&redis::Client::open(args.redis_url.as_str())?, &raw_options).await?;
 
     let value = vec![b'x'; args.value_bytes];
     let limit = Duration::from_secs(args.max_seconds.max(1));
@@ -119,7 +119,7 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
         .await,
     );
     let redis_target = RawTarget {
-        pool: raw.clone(),
+        connections: raw.clone(),
         prefix: format!("{prefix}raw:"),
         value,
     };
@@ -181,34 +181,30 @@ impl GrpcTarget {
 
 #[derive(Clone)]
 struct RawTarget {
-    pool: Pool<RedisConnectionManager>,
+    connections: Connections,
     prefix: String,
     value: Vec<u8>,
 }
 
 impl RawTarget {
     async fn set(self, i: u64) -> bool {
-        let Ok(mut conn) = self.pool.get().await else {
-            return false;
-        };
+        let mut conn = self.connections.pick();
         redis::cmd("SET")
             .arg(format!("{}k{i}", self.prefix))
             .arg(&self.value)
             .arg("PX")
             .arg(600_000)
-            .query_async::<()>(&mut *conn)
+            .query_async::<()>(&mut conn)
             .await
             .is_ok()
     }
 
     async fn get(self, i: u64) -> bool {
-        let Ok(mut conn) = self.pool.get().await else {
-            return false;
-        };
+        let mut conn = self.connections.pick();
         matches!(
             redis::cmd("GET")
                 .arg(format!("{}k{i}", self.prefix))
-                .query_async::<Option<Vec<u8>>>(&mut *conn)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
                 .await,
             Ok(Some(_))
         )
@@ -274,8 +270,8 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-async fn cleanup(pool: &Pool<RedisConnectionManager>, prefix: &str) -> Result<(), Error> {
-    let mut conn = pool.get().await?;
+async fn cleanup(connections: &Connections, prefix: &str) -> Result<(), Error> {
+    let mut conn = connections.pick();
     let matcher = format!("{}*", escape_glob(prefix));
     let mut cursor: u64 = 0;
     loop {
@@ -285,12 +281,12 @@ async fn cleanup(pool: &Pool<RedisConnectionManager>, prefix: &str) -> Result<()
             .arg(&matcher)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
             redis::cmd("UNLINK")
                 .arg(keys)
-                .query_async::<()>(&mut *conn)
+                .query_async::<()>(&mut conn)
                 .await?;
         }
         cursor = next;

@@ -9,9 +9,10 @@ pub enum Error {
     /// A Redis call failed. Request paths never return it (they fall back to the in-process
     /// store); it reaches callers only from start-up and the benchmark.
     #[error("redis: {0}")]
-    Redis(#[from] bb8_redis::redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(String),
+    Redis(#[from] redis::RedisError),
+    /// A call before the first successful connect.
+    #[error("redis: not connected")]
+    NotConnected,
     /// Redis answered with something this store never writes.
     #[error("unexpected redis reply: {0}")]
     Unexpected(String),
@@ -36,20 +37,11 @@ impl Error {
     }
 }
 
-impl From<bb8::RunError<bb8_redis::redis::RedisError>> for Error {
-    fn from(err: bb8::RunError<bb8_redis::redis::RedisError>) -> Self {
-        match err {
-            bb8::RunError::User(err) => Self::Redis(err),
-            bb8::RunError::TimedOut => Self::Pool("timed out waiting for a connection".into()),
-        }
-    }
-}
-
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
-            Error::Redis(_) | Error::Pool(_) | Error::Timeout | Error::Unexpected(_) => {
+            Error::Redis(_) | Error::NotConnected | Error::Timeout | Error::Unexpected(_) => {
                 tracing::warn!(error = %err, "redis unavailable");
                 Status::unavailable("cache store unavailable")
             }

@@ -1,6 +1,5 @@
 //! Redis down at start or later: the in-process store serves, errors are counted, the service
 //! reconnects by itself, and nothing invalidated during the outage comes back.
-use bb8_redis::redis;
 use cache_svc::Config;
 use learnhub_proto::cache::v1::{DeleteRequest, InvalidatePatternRequest};
 

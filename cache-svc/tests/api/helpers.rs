@@ -7,13 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bb8_redis::redis::{self, AsyncCommands};
 use cache_svc::{Application, Config, key::escape_glob};
 use learnhub_cache_client::{CacheClient, CacheClientOptions};
 use learnhub_kit::{server::ServeError, shutdown::CancellationToken};
 use learnhub_proto::cache::v1::{
     CacheStats, GetRequest, GetStatsRequest, SetRequest, cache_service_client::CacheServiceClient,
 };
+use redis::AsyncCommands;
 use tonic::transport::Channel;
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";

@@ -1,11 +1,11 @@
 //! Namespace and pattern invalidation over 100k keys; Clear; nothing outside the prefix touched.
 use std::time::{Duration, Instant};
 
-use bb8_redis::redis::{self, AsyncCommands};
 use futures::{StreamExt, stream};
 use learnhub_proto::cache::v1::{
     ClearRequest, GetManyRequest, InvalidatePatternRequest, SetManyRequest, SetRequest,
 };
+use redis::AsyncCommands;
 
 use cache_svc::Config;
 

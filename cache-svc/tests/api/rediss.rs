@@ -5,9 +5,9 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use bb8_redis::redis::{self, TlsCertificates};
 use cache_svc::Config;
 use learnhub_kit::tls::DevCa;
+use redis::TlsCertificates;
 
 use crate::helpers::{count_keys, free_port, spawn_app_with, test_config, wait_until_ready};
 
