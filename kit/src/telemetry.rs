@@ -152,7 +152,7 @@ fn subscriber<W>(
     json: bool,
     writer: W,
     provider: Option<&SdkTracerProvider>,
-) -> impl Subscriber + Send + Sync + for<'span> LookupSpan<'span>
+) -> impl Subscriber + Send + Sync + for<'span> LookupSpan<'span> + use<W>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -214,7 +214,7 @@ where
 }
 
 /// The OpenTelemetry layer: sampled spans of [`quiet_targets`], exported through `provider`.
-fn traces_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+fn traces_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + use<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
@@ -1218,10 +1218,9 @@ mod tests {
         assert_eq!(inside["trace_id"], parts[1], "{inside}");
     }
 
-    /// With logs above info (a deployment's `RUST_LOG=warn`), nothing of an unsampled request is
-    /// built: its spans are disabled, not merely left unexported.
-    #[test]
-    fn with_quiet_logs_an_unsampled_request_builds_no_span_at_all() {
+    /// The subscriber as a deployment runs it: logs at warn, traces on, a new trace sampled only
+    /// when its caller's is (the provider is returned to be kept while the subscriber is used).
+    fn quiet_logs_with_traces() -> (impl Subscriber + Send + Sync + 'static, SdkTracerProvider) {
         global::set_text_map_propagator(TraceContextPropagator::new());
         let provider = SdkTracerProvider::builder()
             .with_sampler(Sampling::ParentBasedAlwaysOff.sampler())
@@ -1232,6 +1231,14 @@ mod tests {
             Captured::default(),
             Some(&provider),
         );
+        (subscriber, provider)
+    }
+
+    /// With logs above info (a deployment's `RUST_LOG=warn`), nothing of an unsampled request is
+    /// built: its spans are disabled, not merely left unexported.
+    #[test]
+    fn with_quiet_logs_an_unsampled_request_builds_no_span_at_all() {
+        let (subscriber, _provider) = quiet_logs_with_traces();
         let disabled = block_on_under(subscriber, async {
             let request = ServerTrace::start(&caller_headers("00"), || rpc_server_span(PATH));
             let trace = request
@@ -1315,16 +1322,7 @@ mod tests {
     /// an unsampled request nobody would read it.
     #[test]
     fn quiet_logs_build_an_info_event_only_inside_a_sampled_span() {
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampling::ParentBasedAlwaysOff.sampler())
-            .build();
-        let subscriber = subscriber(
-            EnvFilter::new("warn"),
-            false,
-            Captured::default(),
-            Some(&provider),
-        );
+        let (subscriber, _provider) = quiet_logs_with_traces();
         let event = span_site!(
             "learnhub_kit",
             tracing::Level::INFO,
