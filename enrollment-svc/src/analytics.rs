@@ -269,22 +269,19 @@ async fn day_rows(conn: &mut DbConn, split: &RangeSplit) -> diesel::QueryResult<
             .bind::<sql_types::Date, _>(tail.total_days.0)
             .sql(" AND day < ")
             .bind::<sql_types::Date, _>(tail.total_days.1);
-        let query = in_range!(query.sql(ENROLLED), "enrolled_at", head.direct)
-            .sql(" GROUP BY date(enrolled_at)");
-        let query = in_range!(query.sql(ENROLLED), "enrolled_at", tail.direct)
-            .sql(" GROUP BY date(enrolled_at)");
-        let query = in_range!(query.sql(COMPLETED), "completed_at", head.direct)
-            .sql(" GROUP BY date(completed_at)");
-        let query = in_range!(query.sql(COMPLETED), "completed_at", tail.direct)
-            .sql(" GROUP BY date(completed_at)");
-        let query = in_range!(query.sql(NOT_ENROLLED), "enrolled_at", head.complement)
-            .sql(" GROUP BY date(enrolled_at)");
-        let query = in_range!(query.sql(NOT_ENROLLED), "enrolled_at", tail.complement)
-            .sql(" GROUP BY date(enrolled_at)");
-        let query = in_range!(query.sql(NOT_COMPLETED), "completed_at", head.complement)
-            .sql(" GROUP BY date(completed_at)");
-        let query = in_range!(query.sql(NOT_COMPLETED), "completed_at", tail.complement)
-            .sql(" GROUP BY date(completed_at)");
+        // One counting SELECT per partial day (head, then tail), grouped by the day it counts.
+        macro_rules! per_partial_day {
+            ($query:expr, $select:expr, $column:literal, $part:ident) => {{
+                let query = in_range!($query.sql($select), $column, head.$part)
+                    .sql(concat!(" GROUP BY date(", $column, ")"));
+                in_range!(query.sql($select), $column, tail.$part)
+                    .sql(concat!(" GROUP BY date(", $column, ")"))
+            }};
+        }
+        let query = per_partial_day!(query, ENROLLED, "enrolled_at", direct);
+        let query = per_partial_day!(query, COMPLETED, "completed_at", direct);
+        let query = per_partial_day!(query, NOT_ENROLLED, "enrolled_at", complement);
+        let query = per_partial_day!(query, NOT_COMPLETED, "completed_at", complement);
         query.load(conn).await
     })
 }
