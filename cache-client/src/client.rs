@@ -17,16 +17,20 @@ use std::{
 
 use learnhub_kit::client::{self, ClientOptions, ServiceChannel};
 use learnhub_proto::cache::v1::{
-    DeleteRequest, GetRequest, InvalidatePatternRequest, InvalidatedKeys, SetRequest,
-    SubscribeRequest, cache_service_client::CacheServiceClient, invalidation::Change,
+    DeleteRequest, GetManyRequest, GetRequest, GetResponse, InvalidatePatternRequest,
+    InvalidatedKeys, SetRequest, SubscribeRequest, cache_service_client::CacheServiceClient,
+    invalidation::Change,
 };
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tonic::Request;
 use tracing::{Instrument, Span, field::Empty};
 
 use crate::{
-    CacheClientOptions, CacheError, CacheKey, CachePattern, breaker::Breaker, near::NearCache,
+    CacheClientOptions, CacheError, CacheKey, CachePattern,
+    breaker::Breaker,
+    near::NearCache,
+    reads::{ReadQueue, Waiting},
 };
 
 /// What a finished flight hands its followers: the leader's value (`T`) or error (`E`).
@@ -43,6 +47,9 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 pub struct ClientCounters {
     /// gRPC calls made to cache-svc.
     pub calls: u64,
+    /// Keys read from cache-svc: one per `Get`, one per key of a `GetMany` (concurrent reads are
+    /// coalesced, so `calls` may be fewer).
+    pub reads: u64,
     pub hits: u64,
     pub misses: u64,
     /// Calls that failed or timed out.
@@ -61,6 +68,7 @@ pub struct ClientCounters {
 #[derive(Debug, Default)]
 struct Counters {
     calls: AtomicU64,
+    reads: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -84,6 +92,8 @@ struct Inner {
     breaker: Breaker,
     /// Loads under way by (key, lease).
     flights: Mutex<HashMap<(String, u64), FlightResult>>,
+    /// Reads waiting for a call slot, coalesced into one `GetMany` (`crate::reads`).
+    reads: Mutex<ReadQueue>,
     pending: Mutex<Vec<Pending>>,
     retrying: AtomicBool,
     counters: Counters,
@@ -169,6 +179,7 @@ impl CacheClient {
                 breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown),
                 options,
                 flights: Mutex::new(HashMap::new()),
+                reads: Mutex::new(ReadQueue::default()),
                 pending: Mutex::new(Vec::new()),
                 retrying: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -404,6 +415,7 @@ impl CacheClient {
         let c = &self.inner.counters;
         ClientCounters {
             calls: c.calls.load(Relaxed),
+            reads: c.reads.load(Relaxed),
             hits: c.hits.load(Relaxed),
             misses: c.misses.load(Relaxed),
             errors: c.errors.load(Relaxed),
@@ -485,20 +497,103 @@ impl CacheClient {
         lock(&self.inner.pending).is_empty() && self.inner.breaker.allow()
     }
 
-    async fn read(
-        &self,
-        key: &CacheKey,
-    ) -> Result<learnhub_proto::cache::v1::GetResponse, CacheError> {
+    /// The raw entry of `key` in cache-svc (no L1, no loader): `None` on a miss. Concurrent
+    /// reads are coalesced as `get_or_load`'s are.
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, CacheError> {
+        let found = self.read(key).await?;
+        Ok(found.found.then_some(found.value))
+    }
+
+    /// One read of `key`: sent at once while a read call slot is free, else with the reads that
+    /// queue behind the calls under way (see `crate::reads`).
+    async fn read(&self, key: &CacheKey) -> Result<GetResponse, CacheError> {
+        let (answer, answered) = oneshot::channel();
+        let read = Waiting {
+            key: key.as_str().to_owned(),
+            span: Span::current(),
+            answer,
+        };
+        let slots = self.inner.options.reads_in_flight;
+        let batch = lock(&self.inner.reads).join(read, slots);
+        if let Some(batch) = batch {
+            // Its own task: the calls go on for the other readers should this one be dropped.
+            tokio::spawn(self.clone().send_reads(batch));
+        }
+        // The sender is dropped unanswered only if the task was (runtime shutting down).
+        answered.await.unwrap_or(Err(CacheError::Timeout))
+    }
+
+    /// Holds a read call slot: sends `batch`, then whatever queued meanwhile, until nothing has.
+    async fn send_reads(self, mut batch: Vec<Waiting>) {
+        loop {
+            let span = batch[0].span.clone();
+            self.send_batch(batch).instrument(span).await;
+            let next = lock(&self.inner.reads).next();
+            match next {
+                Some(next) => batch = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One `Get` for a lone read, one `GetMany` for several; every reader gets its answer.
+    async fn send_batch(&self, batch: Vec<Waiting>) {
+        if batch.len() == 1 {
+            for read in batch {
+                let _ = read.answer.send(self.get_one(read.key).await);
+            }
+            return;
+        }
+        let keys = batch.iter().map(|read| read.key.clone()).collect();
+        match self.get_many(keys).await {
+            Ok(entries) if entries.len() == batch.len() => {
+                for (read, entry) in batch.into_iter().zip(entries) {
+                    let _ = read.answer.send(Ok(entry));
+                }
+            }
+            Ok(entries) => {
+                let status = tonic::Status::internal(format!(
+                    "cache-svc answered {} entries for {} keys",
+                    entries.len(),
+                    batch.len()
+                ));
+                for read in batch {
+                    let _ = read.answer.send(Err(CacheError::Status(status.clone())));
+                }
+            }
+            // A key cache-svc refuses (see `CacheKey::new`) fails the whole GetMany: each key
+            // is asked alone, so only its reader is refused.
+            Err(err) if !err.is_outage() => {
+                for read in batch {
+                    let _ = read.answer.send(self.get_one(read.key).await);
+                }
+            }
+            Err(err) => {
+                for read in batch {
+                    let _ = read.answer.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    async fn get_one(&self, key: String) -> Result<GetResponse, CacheError> {
         let mut client = self.inner.client.clone();
         let timeout = self.inner.options.call_timeout;
-        let request = request(
-            GetRequest {
-                key: key.as_str().to_owned(),
-            },
-            timeout,
-        );
+        let request = request(GetRequest { key }, timeout);
+        self.inner.counters.reads.fetch_add(1, Relaxed);
         self.call(timeout, async move { client.get(request).await })
             .await
+    }
+
+    async fn get_many(&self, keys: Vec<String>) -> Result<Vec<GetResponse>, CacheError> {
+        let mut client = self.inner.client.clone();
+        let timeout = self.inner.options.call_timeout;
+        let reads = keys.len() as u64;
+        let request = request(GetManyRequest { keys }, timeout);
+        self.inner.counters.reads.fetch_add(reads, Relaxed);
+        self.call(timeout, async move { client.get_many(request).await })
+            .await
+            .map(|response| response.entries)
     }
 
     async fn fill(

@@ -5,6 +5,9 @@ use learnhub_kit::{memory::MemoryEndpoint, tls::MutualTls};
 
 use crate::NearCacheOptions;
 
+/// Read calls under way at once by default (`CacheClientOptions::reads_in_flight`).
+pub const DEFAULT_READS_IN_FLIGHT: usize = 4;
+
 /// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
 pub struct CacheClientOptions {
@@ -17,6 +20,9 @@ pub struct CacheClientOptions {
     pub invalidate_timeout: Duration,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Read calls (`Get` / `GetMany`) under way at once; reads made while all are taken wait,
+    /// and the next call to finish carries them together in one `GetMany`.
+    pub reads_in_flight: usize,
     /// The caller's identity: calls go over mutual TLS. `None`: plaintext.
     pub tls: Option<Arc<MutualTls>>,
     /// The caller on the process's in-memory network, for a `memory://cache-svc` address.
@@ -34,6 +40,7 @@ impl Default for CacheClientOptions {
             invalidate_timeout: Duration::from_secs(1),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
+            reads_in_flight: DEFAULT_READS_IN_FLIGHT,
             tls: None,
             memory: None,
             near: None,

@@ -1,5 +1,5 @@
 //! The client's error type. get_or_load never returns it: on any cache failure it loads instead.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
     #[error("invalid cache-svc address `{addr}`: {reason}")]
     InvalidAddress { addr: String, reason: String },

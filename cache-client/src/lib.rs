@@ -24,9 +24,11 @@ mod config;
 mod error;
 mod key;
 mod near;
+mod reads;
 
 pub use client::{CacheClient, ClientCounters, get_or_load};
-pub use config::{CacheClientOptions, NearCacheArgs};
+pub use config::{CacheClientOptions, DEFAULT_READS_IN_FLIGHT, NearCacheArgs};
 pub use error::CacheError;
 pub use key::{CacheKey, CachePattern};
 pub use near::{NearCache, NearCacheOptions, NearNamespaceStats, NearStats, NearTicket};
+pub use reads::MAX_READ_BATCH;

@@ -1,5 +1,7 @@
 //! `cache-svc bench`: Get/Set latency and throughput through cache-svc over loopback gRPC, next to
 //! raw Redis GET/SET at the same concurrency, so the ratio shows what the service layer costs.
+//! `cache-svc Get` is one Get call per read; `cache-client Get` reads through the services' own
+//! client, which coalesces the reads made while its read calls are under way into one GetMany.
 use std::{
     sync::{
         Arc,
@@ -9,6 +11,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use learnhub_cache_client::{CacheClient, CacheClientOptions, CacheKey};
 use learnhub_proto::cache::v1::{GetRequest, SetRequest, cache_service_client::CacheServiceClient};
 use tonic::transport::{Channel, Endpoint};
 
@@ -41,6 +44,10 @@ pub struct BenchArgs {
     /// calls in flight (none is checked out), taken in turn.
     #[arg(long, default_value_t = 8)]
     pub redis_pool_size: u32,
+    /// Read calls the platform's client (`cache-client Get` phase) keeps under way at once;
+    /// reads made meanwhile are coalesced into one GetMany.
+    #[arg(long, default_value_t = learnhub_cache_client::DEFAULT_READS_IN_FLIGHT)]
+    pub reads_in_flight: usize,
 }
 
 /// One phase's figures.
@@ -54,7 +61,7 @@ pub struct Figures {
     pub p99_ms: f64,
 }
 
-/// Runs the four phases and prints them with the cache-svc / Redis ratios.
+/// Runs the five phases and prints them with the cache-svc / Redis ratios.
 pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
     let prefix = format!(
         "learnhub-bench-{}-{}:",
@@ -118,6 +125,32 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
         })
         .await,
     );
+    // The services' own client, on one channel from the kit (as the gateway and catalog-svc
+    // call): concurrent reads share GetMany calls.
+    let client = CacheClient::connect_lazy(
+        &addr.to_string(),
+        CacheClientOptions {
+            caller: "bench",
+            call_timeout: Duration::from_secs(5),
+            reads_in_flight: args.reads_in_flight,
+            ..CacheClientOptions::default()
+        },
+    )
+    .map_err(|err| Error::Bench(err.to_string()))?;
+    figures.push(
+        phase(
+            "cache-client Get",
+            args,
+            limit,
+            client.clone(),
+            move |c, i| async move {
+                let key = CacheKey::new("bench").push(format!("k{}", i % keys));
+                matches!(c.get(&key).await, Ok(Some(_)))
+            },
+        )
+        .await,
+    );
+    let counters = client.counters();
     let redis_target = RawTarget {
         connections: raw.clone(),
         prefix: format!("{prefix}raw:"),
@@ -146,6 +179,12 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
     }
     cleanup(&raw, &prefix).await?;
     print(&figures, args);
+    println!(
+        "cache-client Get: {} reads in {} calls ({:.1} keys per call)",
+        counters.reads,
+        counters.calls,
+        counters.reads as f64 / counters.calls.max(1) as f64
+    );
     Ok(figures)
 }
 
@@ -311,7 +350,7 @@ fn print(figures: &[Figures], args: &BenchArgs) {
             f.name, f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms
         );
     }
-    for (svc, raw) in [(0, 2), (1, 3)] {
+    for (svc, raw) in [(0, 3), (1, 4), (2, 4)] {
         if let (Some(s), Some(r)) = (figures.get(svc), figures.get(raw)) {
             println!(
                 "{} / {}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",

@@ -18,6 +18,7 @@
 //! when it is made — the Get/Set handler's — and none for background upkeep, which no request
 //! waits for) and a sample of `learnhub_cache_redis_duration_seconds{command}`.
 use std::{
+    collections::HashMap,
     sync::{
         Arc, RwLock,
         atomic::{AtomicUsize, Ordering},
@@ -72,16 +73,19 @@ end
 ";
 
 /// ARGV: base (`P{ns}`), rest, new lease token, lease TTL ms, epoch marker. Returns the entry or
-/// the lease marker left.
+/// the lease marker left, and the generation (which later lookups of the namespace try first).
 const GET_LUA: &str = r"
 local g = generation(ARGV[1], ARGV[5])
 local key = ARGV[1] .. '@' .. g .. ARGV[2]
 local v = redis.call('GET', key)
-if v then return v end
+if v then return {v, g} end
 local marker = 'l' .. ARGV[3]
 redis.call('SET', key, marker, 'PX', ARGV[4])
-return marker
+return {marker, g}
 ";
+
+/// Namespaces whose generation [`RedisStore::get_many`] remembers.
+const MAX_GENERATIONS_SEEN: usize = 1024;
 
 /// ARGV: base, rest, tagged value, TTL ms, lease ('0': unconditional), namespaces set, namespace,
 /// epoch marker. Returns 1 if stored, 0 if the lease's marker is gone (invalidated) or replaced.
@@ -245,7 +249,8 @@ impl Scripts {
 /// command (its span says how many in `db.operation.batch.size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command {
-    /// The lookup script: GET, or leave a lease marker (SET PX) on a miss.
+    /// A lookup: MGET of the generations and entries, and the lookup script (GET, or leave a
+    /// lease marker (SET PX) on a miss) for the keys it did not answer.
     Get,
     /// The store script: check the lease, SET PX, ZADD to the index, SADD the namespace.
     Set,
@@ -406,6 +411,8 @@ pub struct RedisStore {
     namespaces_key: String,
     trash_key: String,
     epoch_key: String,
+    /// The generation last seen per namespace (see [`RedisStore::get_many`]).
+    generations: RwLock<HashMap<String, Arc<str>>>,
 }
 
 impl RedisStore {
@@ -417,6 +424,7 @@ impl RedisStore {
             namespaces_key: format!("{}#namespaces", options.prefix),
             trash_key: format!("{}#trash", options.prefix),
             epoch_key: format!("{}#epoch", options.prefix),
+            generations: RwLock::new(HashMap::new()),
             options,
             client,
             connections: RwLock::new(None),
@@ -434,7 +442,7 @@ impl RedisStore {
         for script in self.scripts.all() {
             pipe.load_script(script);
         }
-        self.round_trip::<redis::Value>(Command::Load, &connections, &pipe)
+        self.round_trip::<redis::Value>(Command::Load, &connections, &pipe, pipe.len())
             .await?;
         match self.connections.write() {
             Ok(mut current) => *current = Some(connections),
@@ -447,20 +455,95 @@ impl RedisStore {
         &self.options.prefix
     }
 
+    /// Looks the keys up in one round trip when their namespaces' generations are known: one
+    /// `MGET` of each key's `P{ns}#gen` and its entry under the generation last seen. A key whose
+    /// generation still matches and whose entry exists (a value, or a lease marker: the script
+    /// would return it unchanged) is answered from it. The others (a miss to lease, a namespace
+    /// bumped since, a generation not seen yet) go through the lookup script in a second round
+    /// trip. One command for the whole batch: Redis spends about 2.4 µs on each run of the lookup
+    /// script and about 0.1 µs per key of an MGET, plus its per-command overhead once. Sound:
+    /// MGET reads every key at one instant, no write ever stores under a generation other than
+    /// the current one, and generations never repeat, so a matching generation means the entry
+    /// is the current one.
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Lookup>, Error> {
-        let lease_ms = millis(self.options.lease_ttl);
-        let mut pipe = redis::pipe();
-        for key in keys {
-            let mut call = self.scripts.get.prepare_invoke();
-            call.arg(self.base(key.namespace()))
-                .arg(key.rest())
-                .arg(new_lease())
-                .arg(lease_ms)
-                .arg(&self.epoch_key);
-            pipe.invoke_script(&call);
+        let mut found: Vec<Option<Lookup>> = keys.iter().map(|_| None).collect();
+        let seen: Vec<Option<Arc<str>>> = {
+            let generations = read(&self.generations);
+            keys.iter()
+                .map(|key| generations.get(key.namespace()).cloned())
+                .collect()
+        };
+        if seen.iter().any(Option::is_some) {
+            let mut mget = redis::cmd("MGET");
+            for (key, generation) in keys.iter().zip(&seen) {
+                if let Some(generation) = generation {
+                    let base = self.base(key.namespace());
+                    mget.arg(format!("{base}#gen"))
+                        .arg(format!("{base}@{generation}{}", key.rest()));
+                }
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(mget);
+            let keyed = seen.iter().filter(|g| g.is_some()).count();
+            let (replies,): (Vec<Option<Vec<u8>>>,) =
+                self.query_batch(Command::Get, &pipe, keyed).await?;
+            let mut replies = replies.into_iter();
+            for ((key, generation), slot) in keys.iter().zip(&seen).zip(&mut found) {
+                let Some(generation) = generation else {
+                    continue;
+                };
+                let (current, entry) = (replies.next().flatten(), replies.next().flatten());
+                match (current, entry) {
+                    (Some(current), Some(entry)) if current == generation.as_bytes() => {
+                        *slot = Some(decode_entry(entry)?);
+                    }
+                    (Some(current), _) if current != generation.as_bytes() => {
+                        self.saw_generation(key.namespace(), &current);
+                    }
+                    _ => {}
+                }
+            }
         }
-        let replies: Vec<Vec<u8>> = self.query(Command::Get, &pipe).await?;
-        replies.into_iter().map(decode_entry).collect()
+        let rest: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        if !rest.is_empty() {
+            let lease_ms = millis(self.options.lease_ttl);
+            let mut pipe = redis::pipe();
+            for &i in &rest {
+                let key = &keys[i];
+                let mut call = self.scripts.get.prepare_invoke();
+                call.arg(self.base(key.namespace()))
+                    .arg(key.rest())
+                    .arg(new_lease())
+                    .arg(lease_ms)
+                    .arg(&self.epoch_key);
+                pipe.invoke_script(&call);
+            }
+            let replies: Vec<(Vec<u8>, Vec<u8>)> = self.query(Command::Get, &pipe).await?;
+            for (i, (entry, generation)) in rest.into_iter().zip(replies) {
+                self.saw_generation(keys[i].namespace(), &generation);
+                found[i] = Some(decode_entry(entry)?);
+            }
+        }
+        found
+            .into_iter()
+            .map(|lookup| lookup.ok_or_else(|| Error::Unexpected("no reply for a key".into())))
+            .collect()
+    }
+
+    /// Remembers `namespace`'s current generation for the next lookups (for at most
+    /// [`MAX_GENERATIONS_SEEN`] namespaces: callers name namespaces, so the map is bounded).
+    fn saw_generation(&self, namespace: &str, generation: &[u8]) {
+        let Ok(generation) = std::str::from_utf8(generation) else {
+            return;
+        };
+        let mut generations = match self.generations.write() {
+            Ok(generations) => generations,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if generations.len() >= MAX_GENERATIONS_SEEN && !generations.contains_key(namespace) {
+            return;
+        }
+        generations.insert(namespace.to_owned(), generation.into());
     }
 
     pub async fn set_many(&self, entries: &[SetEntry]) -> Result<Vec<bool>, Error> {
@@ -749,8 +832,18 @@ impl RedisStore {
         command: Command,
         pipe: &Pipeline,
     ) -> Result<T, Error> {
+        self.query_batch(command, pipe, pipe.len()).await
+    }
+
+    /// [`RedisStore::query`] of a pipeline made for `batch` keys.
+    async fn query_batch<T: FromRedisValue>(
+        &self,
+        command: Command,
+        pipe: &Pipeline,
+        batch: usize,
+    ) -> Result<T, Error> {
         let connections = self.connections()?;
-        match self.round_trip(command, &connections, pipe).await {
+        match self.round_trip(command, &connections, pipe, batch).await {
             Err(Error::Redis(err))
                 if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
             {
@@ -758,9 +851,9 @@ impl RedisStore {
                 for script in self.scripts.all() {
                     load.load_script(script);
                 }
-                self.round_trip::<redis::Value>(Command::Load, &connections, &load)
+                self.round_trip::<redis::Value>(Command::Load, &connections, &load, load.len())
                     .await?;
-                self.round_trip(command, &connections, pipe).await
+                self.round_trip(command, &connections, pipe, batch).await
             }
             other => other,
         }
@@ -773,8 +866,9 @@ impl RedisStore {
         command: Command,
         connections: &Connections,
         pipe: &Pipeline,
+        batch: usize,
     ) -> Result<T, Error> {
-        let span = command.span(pipe.len());
+        let span = command.span(batch);
         let started = Instant::now();
         let mut connection = connections.pick();
         let result = tokio::time::timeout(self.options.timeout, async {
@@ -816,6 +910,10 @@ fn decode_entry(reply: Vec<u8>) -> Result<Lookup, Error> {
             .ok_or_else(|| Error::Unexpected("malformed lease marker".into())),
         _ => Err(Error::Unexpected("entry with an unknown tag".into())),
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -11,6 +11,7 @@ mod invalidation;
 mod keys;
 mod leases;
 mod limits;
+mod lookups;
 mod near;
 mod peers;
 mod rediss;

@@ -68,11 +68,12 @@ async fn one_thousand_callers_one_load() {
     let counters = cache.counters();
     assert_eq!(counters.loader_runs, 1);
     assert_eq!(counters.coalesced, (CALLERS - 1) as u64);
-    // A read per caller, one fill.
+    // A read per caller (reads made together may share a GetMany), one fill.
     assert_eq!(
-        (counters.calls, counters.misses, counters.stored),
-        (CALLERS as u64 + 1, CALLERS as u64, 1)
+        (counters.reads, counters.misses, counters.stored),
+        (CALLERS as u64, CALLERS as u64, 1)
     );
+    assert!(counters.calls <= CALLERS as u64 + 1, "{counters:?}");
     let total = app.stats().await.total.unwrap();
     assert_eq!(
         (total.misses, total.hits, total.sets),
