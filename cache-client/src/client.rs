@@ -515,18 +515,27 @@ impl CacheClient {
         };
         let slots = self.inner.options.reads_in_flight;
         let batch = lock(&self.inner.reads).join(read, slots);
-        if let Some(batch) = batch {
-            // Its own task: the calls go on for the other readers should this one be dropped.
-            tokio::spawn(self.clone().send_reads(batch));
-        }
-        // The sender is dropped unanswered only if the task was (runtime shutting down).
+        let Some(batch) = batch else {
+            // Queued: bounded by `call_timeout` in all, the wait for a slot included, so a slow
+            // cache-svc delays a queued read no more than a sent one.
+            return match tokio::time::timeout(self.inner.options.call_timeout, answered).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) | Err(_) => Err(CacheError::Timeout),
+            };
+        };
+        // Sent now (its call is bounded by `call_timeout`), from its own task: the calls go on
+        // for the readers queued behind it should this one be dropped.
+        tokio::spawn(self.clone().send_reads(batch));
+        // The sender is dropped unanswered only if the task was (the runtime shutting down).
         answered.await.unwrap_or(Err(CacheError::Timeout))
     }
 
     /// Holds a read call slot: sends `batch`, then whatever queued meanwhile, until nothing has.
     async fn send_reads(self, mut batch: Vec<Waiting>) {
         loop {
-            let span = batch[0].span.clone();
+            let span = batch
+                .first()
+                .map_or_else(Span::none, |read| read.span.clone());
             self.send_batch(batch).instrument(span).await;
             let next = lock(&self.inner.reads).next();
             match next {
@@ -537,7 +546,12 @@ impl CacheClient {
     }
 
     /// One `Get` for a lone read, one `GetMany` for several; every reader gets its answer.
-    async fn send_batch(&self, batch: Vec<Waiting>) {
+    async fn send_batch(&self, mut batch: Vec<Waiting>) {
+        // Readers that gave up while queued (their bound passed) need no call.
+        batch.retain(|read| !read.answer.is_closed());
+        if batch.is_empty() {
+            return;
+        }
         if batch.len() == 1 {
             for read in batch {
                 let _ = read.answer.send(self.get_one(read.key).await);

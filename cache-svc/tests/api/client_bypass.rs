@@ -76,6 +76,50 @@ async fn silent_cache_svc_costs_one_timeout_per_call_until_the_breaker_opens() {
     assert_eq!((counters.calls, counters.errors), (3, 3));
 }
 
+/// A read queued behind a call to a silent cache-svc is bounded by `call_timeout` in all, its wait
+/// for the call slot included: without that bound the queued reads would wait for the first call
+/// to time out and then for their own (twice the bound).
+#[tokio::test]
+async fn a_read_queued_behind_a_silent_call_gives_up_within_its_own_bound() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let bound = Duration::from_secs(1);
+    let cache = CacheClient::connect_lazy(
+        &addr.to_string(),
+        CacheClientOptions {
+            reads_in_flight: 1,
+            ..options(bound)
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let result = cache.get(&CacheKey::new("catalog").push(i)).await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (result, elapsed) = reader.await.unwrap();
+        // The first read's own call times out (the channel's deadline); the queued ones give
+        // up waiting.
+        assert!(
+            result.as_ref().is_err_and(|err| err.is_outage()),
+            "{result:?}"
+        );
+        assert!(elapsed < bound * 3 / 2, "gave up after {elapsed:?}");
+    }
+}
+
 #[tokio::test]
 async fn undelivered_invalidation_is_retried_and_reads_bypass_meanwhile() {
     let app = spawn_app().await;
