@@ -39,6 +39,19 @@ fn options(call_timeout: Duration) -> CacheClientOptions {
     }
 }
 
+/// An address that accepts connections and never answers.
+fn silent_cache_svc() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
 #[tokio::test]
 async fn dead_cache_svc_opens_the_breaker() {
     let addr = TcpListener::bind("127.0.0.1:0")
@@ -59,15 +72,7 @@ async fn dead_cache_svc_opens_the_breaker() {
 
 #[tokio::test]
 async fn silent_cache_svc_costs_one_timeout_per_call_until_the_breaker_opens() {
-    // Accepts connections and never answers.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
+    let addr = silent_cache_svc();
     let cache =
         CacheClient::connect_lazy(&addr.to_string(), options(Duration::from_millis(50))).unwrap();
     load_n(&cache, 10).await;
@@ -81,14 +86,7 @@ async fn silent_cache_svc_costs_one_timeout_per_call_until_the_breaker_opens() {
 /// to time out and then for their own (twice the bound).
 #[tokio::test]
 async fn a_read_queued_behind_a_silent_call_gives_up_within_its_own_bound() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
+    let addr = silent_cache_svc();
     let bound = Duration::from_secs(1);
     let cache = CacheClient::connect_lazy(
         &addr.to_string(),
