@@ -537,6 +537,10 @@ impl CacheClient {
                 .first()
                 .map_or_else(Span::none, |read| read.span.clone());
             self.send_batch(batch).instrument(span).await;
+            // The readers just answered run first and queue their next reads, so the next
+            // batch takes them too (26.5 instead of 16.4 keys per call with one slot and 32
+            // readers in `cache-svc bench`).
+            tokio::task::yield_now().await;
             let next = lock(&self.inner.reads).next();
             match next {
                 Some(next) => batch = next,
