@@ -29,6 +29,7 @@ use tracing::{Instrument, Span, field::Empty};
 use crate::{
     CacheClientOptions, CacheError, CacheKey, CachePattern,
     breaker::Breaker,
+    lookups::Lookups,
     near::NearCache,
     reads::{ReadQueue, Waiting},
 };
@@ -45,8 +46,10 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Counters since the client was built (shared by its clones).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientCounters {
-    /// gRPC calls made to cache-svc.
+    /// gRPC calls made to cache-svc (a batch on the Lookup stream counts as one).
     pub calls: u64,
+    /// Of those, batches sent on the Lookup stream.
+    pub streamed: u64,
     /// Keys read from cache-svc: one per `Get`, one per key of a `GetMany` (concurrent reads are
     /// coalesced, so `calls` may be fewer).
     pub reads: u64,
@@ -68,6 +71,7 @@ pub struct ClientCounters {
 #[derive(Debug, Default)]
 struct Counters {
     calls: AtomicU64,
+    streamed: AtomicU64,
     reads: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -94,6 +98,8 @@ struct Inner {
     flights: Mutex<HashMap<(String, u64), FlightResult>>,
     /// Reads waiting for a call slot, coalesced into one `GetMany` (`crate::reads`).
     reads: Mutex<ReadQueue>,
+    /// The stream those batches go on (`crate::lookups`).
+    lookups: Arc<Lookups>,
     pending: Mutex<Vec<Pending>>,
     retrying: AtomicBool,
     counters: Counters,
@@ -180,6 +186,7 @@ impl CacheClient {
                 options,
                 flights: Mutex::new(HashMap::new()),
                 reads: Mutex::new(ReadQueue::default()),
+                lookups: Arc::default(),
                 pending: Mutex::new(Vec::new()),
                 retrying: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -415,6 +422,7 @@ impl CacheClient {
         let c = &self.inner.counters;
         ClientCounters {
             calls: c.calls.load(Relaxed),
+            streamed: c.streamed.load(Relaxed),
             reads: c.reads.load(Relaxed),
             hits: c.hits.load(Relaxed),
             misses: c.misses.load(Relaxed),
@@ -603,9 +611,33 @@ impl CacheClient {
             .await
     }
 
+    /// A batch's entries: on the Lookup stream when it is open, else (or when the stream broke
+    /// under the batch) as a `GetMany` call.
     async fn get_many(&self, keys: Vec<String>) -> Result<Vec<GetResponse>, CacheError> {
-        let mut client = self.inner.client.clone();
         let timeout = self.inner.options.call_timeout;
+        if let Some(answered) = self.inner.lookups.send(&self.inner.client, &keys) {
+            self.inner
+                .counters
+                .reads
+                .fetch_add(keys.len() as u64, Relaxed);
+            self.inner.counters.streamed.fetch_add(1, Relaxed);
+            let answer = async {
+                match answered.await {
+                    Ok(Ok(entries)) => Ok(tonic::Response::new(entries)),
+                    Ok(Err(status)) => Err(status),
+                    Err(_) => Err(tonic::Status::unavailable("lookup stream dropped")),
+                }
+            };
+            match self.call(timeout, answer).await {
+                Ok(entries) if entries.len() == keys.len() => return Ok(entries),
+                // The time is up: asking again would outlast the reader's bound.
+                Err(CacheError::Timeout) => return Err(CacheError::Timeout),
+                // The stream broke under the batch (cache-svc stopping, another batch's refused
+                // key): ask by a call.
+                _ => {}
+            }
+        }
+        let mut client = self.inner.client.clone();
         let reads = keys.len() as u64;
         let request = request(GetManyRequest { keys }, timeout);
         self.inner.counters.reads.fetch_add(reads, Relaxed);

@@ -23,6 +23,7 @@ mod client;
 mod config;
 mod error;
 mod key;
+mod lookups;
 mod near;
 mod reads;
 

@@ -82,7 +82,7 @@ pub struct Application {
 pub const POLICY: CallerPolicy = CallerPolicy {
     callee: "cache-svc",
     allowed: |method| match method {
-        "Get" | "GetMany" | "Set" | "SetMany" | "Subscribe" => {
+        "Get" | "GetMany" | "Lookup" | "Set" | "SetMany" | "Subscribe" => {
             &["gateway", "catalog-svc", "enrollment-svc"]
         }
         // cache-svc itself: a replica passing an invalidation on to its peers.

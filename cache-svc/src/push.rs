@@ -36,6 +36,11 @@ pub struct Push {
 }
 
 impl Push {
+    /// Cancelled when the server stops: every long-lived stream ends with it.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub fn new(stop: CancellationToken) -> Self {
         let (sender, _) = broadcast::channel(BACKLOG);
         metrics::gauge!("learnhub_cache_subscribers").set(0.0);

@@ -11,7 +11,8 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use learnhub_kit::{enduser::EndUser, tls::Peer};
 
-use tracing::{Span, field::Empty};
+use futures::StreamExt;
+use tracing::{Instrument, Span, field::Empty};
 
 use learnhub_proto::cache::v1::{
     CacheStats, ClearRequest, ClearResponse, DeleteRequest, DeleteResponse, GetManyRequest,
@@ -35,6 +36,13 @@ use crate::{
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most keys or entries in one batch call.
 pub const MAX_BATCH: usize = 10_000;
+
+/// Batches of one Lookup stream looked up at once.
+pub const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// The answers of a Lookup stream.
+pub type LookupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<GetManyResponse, Status>> + Send>>;
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -336,6 +344,40 @@ impl CacheService for CacheApi {
     }
 
     type SubscribeStream = InvalidationStream;
+    type LookupStream = LookupStream;
+
+    /// Each batch as GetMany answers it, in order, up to [`LOOKUPS_IN_FLIGHT`] of a stream at
+    /// once. A refused batch ends the stream with its INVALID_ARGUMENT; so does the server
+    /// stopping (without an error: a stream never ending would hold graceful shutdown).
+    async fn lookup(
+        &self,
+        request: Request<tonic::Streaming<GetManyRequest>>,
+    ) -> Result<Response<Self::LookupStream>, Status> {
+        let cache = self.cache.clone();
+        let answers = request
+            .into_inner()
+            .map(move |batch| {
+                let cache = cache.clone();
+                async move {
+                    let keys = parse_keys(batch?.keys)?;
+                    let span = tracing::info_span!(
+                        "cache Lookup",
+                        cache.key_namespace = keys.first().map(Key::namespace),
+                        cache.keys = keys.len(),
+                        cache.hits = Empty,
+                    );
+                    let found = cache.get_many(&keys).instrument(span.clone()).await;
+                    let hits = found.iter().filter(|f| matches!(f, Lookup::Hit(_))).count();
+                    span.record("cache.hits", hits);
+                    Ok(GetManyResponse {
+                        entries: found.into_iter().map(response).collect(),
+                    })
+                }
+            })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .take_until(self.push.stopping().cancelled_owned());
+        Ok(Response::new(Box::pin(answers)))
+    }
 
     async fn subscribe(
         &self,

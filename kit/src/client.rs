@@ -430,6 +430,12 @@ impl Failure {
     }
 }
 
+/// Whether `path`'s request is a stream of messages (client or bidirectional streaming): such a
+/// call is never retried and has no deadline of its own (see `ServiceChannel::call_streaming`).
+pub fn streams_requests(path: &str) -> bool {
+    path == "/learnhub.cache.v1.CacheService/Lookup"
+}
+
 /// Whether calling `path` twice does what calling it once does: reads, and the writes that set
 /// a value (an update of given fields, a cache entry set, deleted or invalidated). Creating,
 /// enrolling, publishing, archiving, recording progress and submitting are not retried once
@@ -467,6 +473,9 @@ impl Service<http::Request<Body>> for ServiceChannel {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if streams_requests(request.uri().path()) {
+            return self.call_streaming(request);
+        }
         let path = request.uri().path();
         let span = crate::telemetry::rpc_client_span(self.service, path);
         let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
@@ -534,6 +543,73 @@ impl Service<http::Request<Body>> for ServiceChannel {
 }
 
 impl ServiceChannel {
+    /// A call whose request is a stream (see [`streams_requests`]): sent once, its body never
+    /// held for a retry, and bounded only until the answer's head (the channel's timeout); the
+    /// caller bounds each message itself. The span and duration cover the whole stream.
+    fn call_streaming(
+        &self,
+        mut request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, tower::BoxError>> {
+        let path = request.uri().path();
+        let span = crate::telemetry::rpc_client_span(self.service, path);
+        let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
+        crate::telemetry::inject_trace_context(&span, request.headers_mut());
+        crate::enduser::inject(request.headers_mut());
+        request.headers_mut().remove("grpc-timeout");
+        let channel = self.clone();
+        let service = self.service;
+        Box::pin(
+            async move {
+                let deadline = tokio::time::Instant::now() + channel.timeout;
+                let sent = tokio::time::timeout_at(deadline, async {
+                    let member = channel.replicas.next(None).await;
+                    let answered = {
+                        let _in_flight = member.enter();
+                        member.channel.clone().oneshot(request).await
+                    };
+                    answered.map_err(|err| (member, tower::BoxError::from(err)))
+                })
+                .await;
+                let err = match sent {
+                    Ok(Ok(response)) if call.finish_from_head(&response) => {
+                        return Ok(
+                            response.map(|body| Body::new(body.map_err(body_failure(service))))
+                        );
+                    }
+                    Ok(Ok(response)) => {
+                        return Ok(response.map(|body| {
+                            let body = body.map_err(body_failure(service));
+                            Body::new(ObservedBody::new(body, Some(call)))
+                        }));
+                    }
+                    Ok(Err((member, err))) => {
+                        if Failure::of(err.as_ref()).ejects() {
+                            channel.replicas.eject(&member, err.as_ref());
+                        }
+                        err
+                    }
+                    Err(_) => Box::new(tonic::Status::deadline_exceeded(format!(
+                        "{service} did not answer within {} ms",
+                        channel.timeout.as_millis()
+                    ))) as tower::BoxError,
+                };
+                match status_of_error(err.as_ref()) {
+                    Some(status) => {
+                        call.finish(status.code());
+                        Err(err)
+                    }
+                    None => {
+                        call.finish(tonic::Code::Unavailable);
+                        Err(Box::new(tonic::Status::unavailable(format!(
+                            "{service} unavailable: {err}"
+                        ))) as tower::BoxError)
+                    }
+                }
+            }
+            .instrument(span),
+        )
+    }
+
     /// Sends `request` to a replica, and again to another (or, when there is no other, to the
     /// same after a jittered back-off) when it failed below gRPC in a way that allows it, within
     /// [`MAX_ATTEMPTS`] and the retry budget. The request body is held for that: unary bodies
@@ -683,6 +759,18 @@ mod tests {
                 connect("catalog-svc", "--catalog-addr", good, &options).is_ok(),
                 "{good}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_cache_lookup_streams_its_requests() {
+        assert!(streams_requests("/learnhub.cache.v1.CacheService/Lookup"));
+        for path in [
+            "/learnhub.cache.v1.CacheService/GetMany",
+            "/learnhub.cache.v1.CacheService/Subscribe",
+            "/learnhub.catalog.v1.CatalogService/ListCourses",
+        ] {
+            assert!(!streams_requests(path), "{path}");
         }
     }
 

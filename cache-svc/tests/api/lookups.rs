@@ -168,3 +168,91 @@ async fn a_known_generation_serves_hits_without_the_script_and_never_outlives_a_
     reader.stop().await;
     writer.stop().await;
 }
+
+/// Sends `READERS` concurrent reads of `ns:0..` (the key `bad` of them in a namespace cache-svc
+/// refuses) and checks every reader's answer.
+async fn read_round(client: &CacheClient, bad: Option<usize>) {
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| {
+            let client = client.clone();
+            let key = if Some(i) == bad {
+                CacheKey::new("not a namespace").push(i)
+            } else {
+                CacheKey::new("ns").push(i)
+            };
+            tokio::spawn(async move { client.get(&key).await })
+        })
+        .collect();
+    for (i, reader) in readers.into_iter().enumerate() {
+        match reader.await.unwrap() {
+            Err(CacheError::Status(status)) if Some(i) == bad => {
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            }
+            other => assert_eq!(other.unwrap(), Some(format!("v{i}").into_bytes()), "{i}"),
+        }
+    }
+}
+
+/// Rounds of concurrent reads until one of their batches went on the Lookup stream (it opens in
+/// the background after the first batch).
+async fn until_streamed(client: &CacheClient) {
+    let before = client.counters().streamed;
+    for _ in 0..100 {
+        read_round(client, None).await;
+        if client.counters().streamed > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no batch went on the lookup stream: {:?}",
+        client.counters()
+    );
+}
+
+/// Once the stream is open, batches go on it with their answers matched in order; cache-svc
+/// still stops cleanly with the stream open (it ends the stream).
+#[tokio::test]
+async fn coalesced_reads_go_on_the_lookup_stream_once_it_is_open() {
+    let app = spawn_app().await;
+    for i in 0..READERS {
+        assert!(
+            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
+                .await
+        );
+    }
+    let client = one_slot_client(&app.addr.to_string());
+    until_streamed(&client).await;
+    let streamed = client.counters().streamed;
+    for _ in 0..5 {
+        read_round(&client, None).await;
+    }
+    assert!(
+        client.counters().streamed > streamed,
+        "{:?}",
+        client.counters()
+    );
+    let total = app.stats().await.total.unwrap();
+    assert_eq!(total.hits, client.counters().reads, "every read a hit");
+    app.stop().await;
+}
+
+/// A refused key ends the stream (INVALID_ARGUMENT): its reader is refused, every other reader
+/// still gets its value (their batches are asked again by calls), and the stream opens again.
+#[tokio::test]
+async fn a_refused_key_ends_the_stream_and_only_its_reader_is_refused() {
+    let app = spawn_app().await;
+    for i in 0..READERS {
+        assert!(
+            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
+                .await
+        );
+    }
+    let client = one_slot_client(&app.addr.to_string());
+    until_streamed(&client).await;
+    read_round(&client, Some(40)).await;
+    // Reopened after a second, the stream carries batches again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    until_streamed(&client).await;
+    app.stop().await;
+}
