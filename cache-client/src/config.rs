@@ -6,7 +6,7 @@ use learnhub_kit::{memory::MemoryEndpoint, tls::MutualTls};
 use crate::NearCacheOptions;
 
 /// Read calls under way at once by default (`CacheClientOptions::reads_in_flight`).
-pub const DEFAULT_READS_IN_FLIGHT: usize = 4;
+pub const DEFAULT_READS_IN_FLIGHT: usize = 2;
 
 /// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
