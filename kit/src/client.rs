@@ -512,30 +512,7 @@ impl Service<http::Request<Body>> for ServiceChannel {
                         Ok(result) => result,
                         Err(_) => Err(late()),
                     };
-                match answered {
-                    Ok(response) if call.finish_from_head(&response) => {
-                        Ok(response.map(|body| Body::new(body.map_err(body_failure(service)))))
-                    }
-                    Ok(response) => Ok(response.map(|body| {
-                        let body = body.map_err(body_failure(service));
-                        Body::new(ObservedBody::new(body, Some(call)))
-                    })),
-                    Err(err) => match status_of_error(err.as_ref()) {
-                        Some(status) => {
-                            call.finish(status.code());
-                            Err(err)
-                        }
-                        // A failure below gRPC (no connection, a connection reset while the call
-                        // waited: the callee was killed) would reach the caller as UNKNOWN
-                        // "transport error"; it is the callee being unavailable.
-                        None => {
-                            call.finish(tonic::Code::Unavailable);
-                            Err(Box::new(tonic::Status::unavailable(format!(
-                                "{service} unavailable: {err}"
-                            ))) as tower::BoxError)
-                        }
-                    },
-                }
+                conclude(call, service, answered)
             }
             .instrument(span),
         )
@@ -570,41 +547,20 @@ impl ServiceChannel {
                     answered.map_err(|err| (member, tower::BoxError::from(err)))
                 })
                 .await;
-                let err = match sent {
-                    Ok(Ok(response)) if call.finish_from_head(&response) => {
-                        return Ok(
-                            response.map(|body| Body::new(body.map_err(body_failure(service))))
-                        );
-                    }
-                    Ok(Ok(response)) => {
-                        return Ok(response.map(|body| {
-                            let body = body.map_err(body_failure(service));
-                            Body::new(ObservedBody::new(body, Some(call)))
-                        }));
-                    }
+                let answered = match sent {
+                    Ok(Ok(response)) => Ok(response),
                     Ok(Err((member, err))) => {
                         if Failure::of(err.as_ref()).ejects() {
                             channel.replicas.eject(&member, err.as_ref());
                         }
-                        err
-                    }
-                    Err(_) => Box::new(tonic::Status::deadline_exceeded(format!(
-                        "{service} did not answer within {} ms",
-                        channel.timeout.as_millis()
-                    ))) as tower::BoxError,
-                };
-                match status_of_error(err.as_ref()) {
-                    Some(status) => {
-                        call.finish(status.code());
                         Err(err)
                     }
-                    None => {
-                        call.finish(tonic::Code::Unavailable);
-                        Err(Box::new(tonic::Status::unavailable(format!(
-                            "{service} unavailable: {err}"
-                        ))) as tower::BoxError)
-                    }
-                }
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "{service} did not answer within {} ms",
+                        channel.timeout.as_millis()
+                    ))) as tower::BoxError),
+                };
+                conclude(call, service, answered)
             }
             .instrument(span),
         )
@@ -682,6 +638,39 @@ impl ServiceChannel {
             attempt += 1;
             failed = Some(member);
         }
+    }
+}
+
+/// What the caller gets of a call's outcome, its status recorded: the answer, its body observed
+/// until the trailers when the head does not say the status already; or the failure.
+fn conclude(
+    call: Arc<RpcCall>,
+    service: &'static str,
+    answered: Result<http::Response<Body>, tower::BoxError>,
+) -> Result<http::Response<Body>, tower::BoxError> {
+    match answered {
+        Ok(response) if call.finish_from_head(&response) => {
+            Ok(response.map(|body| Body::new(body.map_err(body_failure(service)))))
+        }
+        Ok(response) => Ok(response.map(|body| {
+            let body = body.map_err(body_failure(service));
+            Body::new(ObservedBody::new(body, Some(call)))
+        })),
+        Err(err) => match status_of_error(err.as_ref()) {
+            Some(status) => {
+                call.finish(status.code());
+                Err(err)
+            }
+            // A failure below gRPC (no connection, a connection reset while the call waited:
+            // the callee was killed) would reach the caller as UNKNOWN "transport error"; it is
+            // the callee being unavailable.
+            None => {
+                call.finish(tonic::Code::Unavailable);
+                Err(Box::new(tonic::Status::unavailable(format!(
+                    "{service} unavailable: {err}"
+                ))) as tower::BoxError)
+            }
+        },
     }
 }
 

@@ -6,9 +6,21 @@ use std::time::Duration;
 use learnhub_cache_client::{CacheClient, CacheClientOptions, CacheError, CacheKey};
 use learnhub_proto::cache::v1::{DeleteRequest, InvalidatePatternRequest};
 
-use crate::helpers::{RedisProcess, redis_conn, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{RedisProcess, TestApp, redis_conn, spawn_app, spawn_app_with, test_config};
 
 const READERS: usize = 64;
+
+/// cache-svc holding `ns:{i}` = `v{i}` for every reader `i`.
+async fn app_with_values() -> TestApp {
+    let app = spawn_app().await;
+    for i in 0..READERS {
+        assert!(
+            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
+                .await
+        );
+    }
+    app
+}
 
 fn one_slot_client(addr: &str) -> CacheClient {
     CacheClient::connect_lazy(
@@ -27,13 +39,7 @@ fn one_slot_client(addr: &str) -> CacheClient {
 /// its own key's value.
 #[tokio::test]
 async fn reads_made_while_a_read_call_is_under_way_share_one_get_many() {
-    let app = spawn_app().await;
-    for i in 0..READERS {
-        assert!(
-            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
-                .await
-        );
-    }
+    let app = app_with_values().await;
     let client = one_slot_client(&app.addr.to_string());
     let readers: Vec<_> = (0..READERS)
         .map(|i| {
@@ -214,13 +220,7 @@ async fn until_streamed(client: &CacheClient) {
 /// still stops cleanly with the stream open (it ends the stream).
 #[tokio::test]
 async fn coalesced_reads_go_on_the_lookup_stream_once_it_is_open() {
-    let app = spawn_app().await;
-    for i in 0..READERS {
-        assert!(
-            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
-                .await
-        );
-    }
+    let app = app_with_values().await;
     let client = one_slot_client(&app.addr.to_string());
     until_streamed(&client).await;
     let streamed = client.counters().streamed;
@@ -241,13 +241,7 @@ async fn coalesced_reads_go_on_the_lookup_stream_once_it_is_open() {
 /// still gets its value (their batches are asked again by calls), and the stream opens again.
 #[tokio::test]
 async fn a_refused_key_ends_the_stream_and_only_its_reader_is_refused() {
-    let app = spawn_app().await;
-    for i in 0..READERS {
-        assert!(
-            app.set(&format!("ns:{i}"), format!("v{i}").as_bytes(), 60)
-                .await
-        );
-    }
+    let app = app_with_values().await;
     let client = one_slot_client(&app.addr.to_string());
     until_streamed(&client).await;
     read_round(&client, Some(40)).await;
