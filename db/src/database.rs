@@ -296,7 +296,20 @@ fn pg_config(
     let target = Arc::new(target);
     let mut config = ManagerConfig::default();
     // Verified would run `SELECT 1` on every checkout: a round trip, and noise in the profiler.
-    config.recycling_method = RecyclingMethod::Fast;
+    // Fast alone hands out each connection a Postgres restart killed, and its request fails:
+    // so for a while after a statement found its connection lost, checkouts verify (a dead one
+    // is dropped and another taken).
+    let checks = Arc::clone(&profiler);
+    config.recycling_method =
+        RecyclingMethod::CustomFunction(Box::new(move |conn: &mut PgConn| {
+            let verify = checks.verify_checkouts();
+            Box::pin(async move {
+                if verify {
+                    conn.batch_execute("SELECT 1").await?;
+                }
+                Ok(())
+            })
+        }));
     // The manager's URL is the same as `target`'s, parsed once (and its certificates read once).
     config.custom_setup = Box::new(move |_url| {
         let target = Arc::clone(&target);

@@ -95,7 +95,14 @@ pub struct QueryProfiler {
     /// Fingerprints with a `statement` label of their own (at most [`MAX_METRIC_STATEMENTS`]).
     labelled: Mutex<HashSet<Arc<str>>>,
     by_rpc: Mutex<HashMap<String, RpcStats>>,
+    /// Until when (ms after `born`) checkouts verify their connection: set by a statement that
+    /// found its connection lost (see [`QueryProfiler::verify_checkouts`]).
+    verify_until_ms: AtomicU64,
+    born: Instant,
 }
+
+/// How long after a statement lost its connection pooled connections are verified on checkout.
+pub const VERIFY_AFTER_LOSS: Duration = Duration::from_secs(10);
 
 /// One normalised statement, its names and its figures.
 #[derive(Debug)]
@@ -221,7 +228,28 @@ impl QueryProfiler {
             shapes: Mutex::new(HashMap::new()),
             labelled: Mutex::new(HashSet::new()),
             by_rpc: Mutex::new(HashMap::new()),
+            verify_until_ms: AtomicU64::new(0),
+            born: Instant::now(),
         })
+    }
+
+    /// A statement found its connection lost (the server restarted, or ended the session): the
+    /// pool's other idle connections are likely dead too, so checkouts verify theirs for
+    /// [`VERIFY_AFTER_LOSS`].
+    pub fn note_connection_lost(&self) {
+        let until = self.born.elapsed() + VERIFY_AFTER_LOSS;
+        self.verify_until_ms.fetch_max(
+            u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether a checkout should verify its connection with a round trip: only for a while after
+    /// a connection was found lost. Otherwise checkouts trust the pool (a round trip per
+    /// checkout, and a statement in the profile, for nothing).
+    pub fn verify_checkouts(&self) -> bool {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.verify_until_ms.load(Ordering::Relaxed)
     }
 
     /// The `service` label of this profiler's metrics.
@@ -880,6 +908,9 @@ impl Instrumentation for ConnectionProbe {
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
                 let finished = Instant::now();
+                if error.is_some_and(crate::error::query_error_is_unavailable) {
+                    self.profiler.note_connection_lost();
+                }
                 let Some(shape) = self.shape_of(query) else {
                     return;
                 };
