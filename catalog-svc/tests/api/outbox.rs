@@ -71,9 +71,11 @@ async fn backlog(app: &TestApp) -> i64 {
     learnhub_db::outbox::backlog(&app.db).await.unwrap()
 }
 
-/// Course 1 is served from the cache again. Not necessarily on the first read: delivery is at
+/// Course 1 is served from the cache (again). Not necessarily on the first read: delivery is at
 /// least once, and the stopped catalog-svc's client may still deliver the invalidation it was
-/// retrying in memory a moment after the path is mended, refusing one fill; so a few reads.
+/// retrying in memory a moment after the path is mended, refusing one fill; and a fill has a
+/// 50 ms budget, which a loaded CI machine can exceed (the value is then not stored). So a few
+/// reads.
 async fn cached_again(app: &TestApp) {
     for _ in 0..20 {
         let (title_read, statements) = app.statements(title(app, 1)).await;
@@ -83,6 +85,17 @@ async fn cached_again(app: &TestApp) {
         }
     }
     panic!("course 1 is never served from the cache again");
+}
+
+/// The page listing course 1 is served from the cache, within a few reads (see `cached_again`).
+async fn page_cached(app: &TestApp) {
+    for _ in 0..20 {
+        let (_, statements) = app.statements(listed_title(app, 1)).await;
+        if statements == 0 {
+            return;
+        }
+    }
+    panic!("the page is never served from the cache");
 }
 
 /// Waits until the outbox is empty and the client retries nothing in memory.
@@ -112,8 +125,7 @@ async fn an_invalidation_cut_off_from_cache_svc_survives_a_restart_of_catalog_sv
     app.seed(5).await;
     let old = title(&app, 1).await;
     assert_eq!(listed_title(&app, 1).await, old);
-    let (_, statements) = app.statements(title(&app, 1)).await;
-    assert_eq!(statements, 0, "course 1 is cached");
+    cached_again(&app).await;
 
     path.cut().await;
     rename(&app, 1, "Renamed while cut off").await;
@@ -142,10 +154,8 @@ async fn an_invalidation_lost_with_cache_svc_survives_a_restart_of_catalog_svc(b
     app.seed(5).await;
     let old = title(&app, 1).await;
     assert_eq!(listed_title(&app, 1).await, old);
-    let (_, statements) = app.statements(title(&app, 1)).await;
-    assert_eq!(statements, 0, "course 1 is cached");
-    let (_, statements) = app.statements(listed_title(&app, 1)).await;
-    assert_eq!(statements, 0, "the page is cached");
+    cached_again(&app).await;
+    page_cached(&app).await;
 
     cache.stop().await;
     rename(&app, 1, "Renamed while cache-svc was down").await;
