@@ -570,8 +570,7 @@ impl CacheClient {
             }
             return;
         }
-        let keys = batch.iter().map(|read| read.key.clone()).collect();
-        match self.get_many(keys).await {
+        match self.get_many(&batch).await {
             Ok(entries) if entries.len() == batch.len() => {
                 for (read, entry) in batch.into_iter().zip(entries) {
                     let _ = read.answer.send(Ok(entry));
@@ -613,13 +612,17 @@ impl CacheClient {
 
     /// A batch's entries: on the Lookup stream when it is open, else (or when the stream broke
     /// under the batch) as a `GetMany` call.
-    async fn get_many(&self, keys: Vec<String>) -> Result<Vec<GetResponse>, CacheError> {
+    async fn get_many(&self, batch: &[Waiting]) -> Result<Vec<GetResponse>, CacheError> {
         let timeout = self.inner.options.call_timeout;
-        if let Some(answered) = self.inner.lookups.send(&self.inner.client, &keys) {
-            self.inner
-                .counters
-                .reads
-                .fetch_add(keys.len() as u64, Relaxed);
+        let keys = || {
+            batch
+                .iter()
+                .map(|read| read.key.clone())
+                .collect::<Vec<_>>()
+        };
+        let reads = batch.len() as u64;
+        if let Some(answered) = self.inner.lookups.send(&self.inner.client, keys()) {
+            self.inner.counters.reads.fetch_add(reads, Relaxed);
             self.inner.counters.streamed.fetch_add(1, Relaxed);
             let answer = async {
                 match answered.await {
@@ -629,7 +632,7 @@ impl CacheClient {
                 }
             };
             match self.call(timeout, answer).await {
-                Ok(entries) if entries.len() == keys.len() => return Ok(entries),
+                Ok(entries) if entries.len() == batch.len() => return Ok(entries),
                 // The time is up: asking again would outlast the reader's bound.
                 Err(CacheError::Timeout) => return Err(CacheError::Timeout),
                 // The stream broke under the batch (cache-svc stopping, another batch's refused
@@ -638,8 +641,7 @@ impl CacheClient {
             }
         }
         let mut client = self.inner.client.clone();
-        let reads = keys.len() as u64;
-        let request = request(GetManyRequest { keys }, timeout);
+        let request = request(GetManyRequest { keys: keys() }, timeout);
         self.inner.counters.reads.fetch_add(reads, Relaxed);
         self.call(timeout, async move { client.get_many(request).await })
             .await
@@ -894,7 +896,7 @@ fn request<M>(message: M, timeout: Duration) -> Request<M> {
     request
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

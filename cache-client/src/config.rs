@@ -5,7 +5,7 @@ use learnhub_kit::{memory::MemoryEndpoint, tls::MutualTls};
 
 use crate::NearCacheOptions;
 
-/// Read calls under way at once by default (`CacheClientOptions::reads_in_flight`).
+/// Read batches under way at once by default (`CacheClientOptions::reads_in_flight`).
 pub const DEFAULT_READS_IN_FLIGHT: usize = 2;
 
 /// The caller's name, timeouts and breaker settings.
@@ -20,8 +20,8 @@ pub struct CacheClientOptions {
     pub invalidate_timeout: Duration,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
-    /// Read calls (`Get` / `GetMany`) under way at once; reads made while all are taken wait,
-    /// and the next call to finish carries them together in one `GetMany`.
+    /// Read batches (a `Get`, a Lookup stream message or a `GetMany`) under way at once; reads
+    /// made while all are taken wait, and the next batch to finish takes them all together.
     pub reads_in_flight: usize,
     /// The caller's identity: calls go over mutual TLS. `None`: plaintext.
     pub tls: Option<Arc<MutualTls>>,

@@ -14,7 +14,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -26,6 +26,8 @@ use learnhub_proto::cache::v1::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
+
+use crate::client::lock;
 
 /// How long after a failed open (or a stream that broke) batches go as calls before the stream
 /// is opened again.
@@ -93,7 +95,7 @@ impl Lookups {
     pub fn send(
         self: &Arc<Self>,
         client: &CacheServiceClient<ServiceChannel>,
-        keys: &[String],
+        keys: Vec<String>,
     ) -> Option<oneshot::Receiver<Answer>> {
         let open = {
             let mut state = lock(&self.state);
@@ -116,7 +118,7 @@ impl Lookups {
                 }
             }
         };
-        open?.send(keys.to_vec())
+        open?.send(keys)
     }
 
     async fn open(self: Arc<Self>, mut client: CacheServiceClient<ServiceChannel>) {
@@ -169,10 +171,4 @@ async fn follow(
     if let Some(lookups) = lookups.upgrade() {
         lock(&lookups.state).not_before = Some(Instant::now() + REOPEN_AFTER);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

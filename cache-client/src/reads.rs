@@ -1,9 +1,9 @@
 //! Read coalescing: the reads of one process that wait while earlier reads are on the wire go to
-//! cache-svc together, as one `GetMany`.
+//! cache-svc together, as one batch (a message of the Lookup stream, or a `GetMany` call).
 //!
 //! A read is sent at once while fewer than `reads_in_flight` read calls are under way; otherwise
 //! it waits, and the next call to finish takes every read waiting (up to [`MAX_READ_BATCH`]) in
-//! one `GetMany`. So a lone read costs one `Get`, as before, and under load the gRPC round trip
+//! one batch. So a lone read costs one `Get`, as before, and under load the gRPC round trip
 //! (its HEADERS, DATA and trailers on both ends, the handler's task) is shared by the reads that
 //! queued behind it, the way a multiplexed Redis connection pipelines commands. Nothing waits on a
 //! timer: a read waits only for a call already under way. Written here rather than taken from a
@@ -14,7 +14,7 @@ use tracing::Span;
 
 use crate::CacheError;
 
-/// Most keys in one `GetMany` (cache-svc accepts up to 10,000).
+/// Most keys in one batch (cache-svc accepts up to 10,000).
 pub const MAX_READ_BATCH: usize = 256;
 
 /// A read waiting for its answer.

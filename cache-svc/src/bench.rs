@@ -1,7 +1,8 @@
 //! `cache-svc bench`: Get/Set latency and throughput through cache-svc over loopback gRPC, next to
 //! raw Redis GET/SET at the same concurrency, so the ratio shows what the service layer costs.
 //! `cache-svc Get` is one Get call per read; `cache-client Get` reads through the services' own
-//! client, which coalesces the reads made while its read calls are under way into one GetMany.
+//! client, which coalesces the reads made while its read batches are under way into one batch
+//! on its Lookup stream.
 use std::{
     sync::{
         Arc,
@@ -44,8 +45,8 @@ pub struct BenchArgs {
     /// calls in flight (none is checked out), taken in turn.
     #[arg(long, default_value_t = 8)]
     pub redis_pool_size: u32,
-    /// Read calls the platform's client (`cache-client Get` phase) keeps under way at once;
-    /// reads made meanwhile are coalesced into one GetMany.
+    /// Read batches the platform's client (`cache-client Get` phase) keeps under way at once;
+    /// reads made meanwhile are coalesced into the next batch on its Lookup stream.
     #[arg(long, default_value_t = learnhub_cache_client::DEFAULT_READS_IN_FLIGHT)]
     pub reads_in_flight: usize,
 }
@@ -126,7 +127,7 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Figures>, Error> {
         .await,
     );
     // The services' own client, on one channel from the kit (as the gateway and catalog-svc
-    // call): concurrent reads share GetMany calls.
+    // call): concurrent reads share batches on its Lookup stream.
     let client = CacheClient::connect_lazy(
         &addr.to_string(),
         CacheClientOptions {

@@ -476,12 +476,7 @@ impl Service<http::Request<Body>> for ServiceChannel {
         if streams_requests(request.uri().path()) {
             return self.call_streaming(request);
         }
-        let path = request.uri().path();
-        let span = crate::telemetry::rpc_client_span(self.service, path);
-        let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
-        // The client span's context, not the caller's: the callee's span is the client span's child.
-        crate::telemetry::inject_trace_context(&span, request.headers_mut());
-        crate::enduser::inject(request.headers_mut());
+        let (span, call) = self.start(&mut request);
         let timeout = request
             .headers()
             .get("grpc-timeout")
@@ -520,6 +515,18 @@ impl Service<http::Request<Body>> for ServiceChannel {
 }
 
 impl ServiceChannel {
+    /// A call's client span and its record, with the span's trace context and the end user put
+    /// in the request's headers.
+    fn start(&self, request: &mut http::Request<Body>) -> (tracing::Span, Arc<RpcCall>) {
+        let path = request.uri().path();
+        let span = crate::telemetry::rpc_client_span(self.service, path);
+        let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
+        // The client span's context, not the caller's: the callee's span is the client span's child.
+        crate::telemetry::inject_trace_context(&span, request.headers_mut());
+        crate::enduser::inject(request.headers_mut());
+        (span, call)
+    }
+
     /// A call whose request is a stream (see [`streams_requests`]): sent once, its body never
     /// held for a retry, and bounded only until the answer's head (the channel's timeout); the
     /// caller bounds each message itself. The span and duration cover the whole stream.
@@ -527,11 +534,7 @@ impl ServiceChannel {
         &self,
         mut request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, tower::BoxError>> {
-        let path = request.uri().path();
-        let span = crate::telemetry::rpc_client_span(self.service, path);
-        let call = RpcCall::start(span.clone(), Side::Client { peer: self.service }, path);
-        crate::telemetry::inject_trace_context(&span, request.headers_mut());
-        crate::enduser::inject(request.headers_mut());
+        let (span, call) = self.start(&mut request);
         request.headers_mut().remove("grpc-timeout");
         let channel = self.clone();
         let service = self.service;
