@@ -536,6 +536,13 @@ impl RedisStore {
         let Ok(generation) = std::str::from_utf8(generation) else {
             return;
         };
+        // Most misses see the generation already known: no write lock for them.
+        if read(&self.generations)
+            .get(namespace)
+            .is_some_and(|seen| &**seen == generation)
+        {
+            return;
+        }
         let mut generations = match self.generations.write() {
             Ok(generations) => generations,
             Err(poisoned) => poisoned.into_inner(),
