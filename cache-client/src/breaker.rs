@@ -69,6 +69,12 @@ impl Breaker {
         };
     }
 
+    /// Open and still cooling down: no call goes, not even one asked for before it opened (a
+    /// probing breaker lets its one probe through).
+    pub fn refusing(&self) -> bool {
+        matches!(*self.lock(), State::Open { until } if Instant::now() < until)
+    }
+
     pub fn is_open(&self) -> bool {
         !matches!(*self.lock(), State::Closed { .. })
     }
@@ -101,8 +107,18 @@ mod tests {
     #[test]
     fn stays_open_during_cooldown() {
         let breaker = Breaker::new(1, Duration::from_secs(3600));
+        assert!(!breaker.refusing());
         breaker.failure();
         assert!(!breaker.allow());
         assert!(!breaker.allow());
+        assert!(breaker.refusing());
+    }
+
+    #[test]
+    fn a_probing_breaker_lets_its_probe_through() {
+        let breaker = Breaker::new(1, Duration::ZERO);
+        breaker.failure();
+        assert!(breaker.allow());
+        assert!(breaker.is_open() && !breaker.refusing());
     }
 }

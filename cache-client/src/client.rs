@@ -564,6 +564,14 @@ impl CacheClient {
         if batch.is_empty() {
             return;
         }
+        // Reads queued behind the call that opened the breaker are not sent either.
+        if self.inner.breaker.refusing() {
+            let status = tonic::Status::unavailable("cache-svc circuit breaker open");
+            for read in batch {
+                let _ = read.answer.send(Err(CacheError::Status(status.clone())));
+            }
+            return;
+        }
         if batch.len() == 1 {
             for read in batch {
                 let _ = read.answer.send(self.get_one(read.key).await);
