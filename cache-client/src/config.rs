@@ -5,8 +5,12 @@ use learnhub_kit::{memory::MemoryEndpoint, tls::MutualTls};
 
 use crate::NearCacheOptions;
 
-/// Read batches under way at once by default (`CacheClientOptions::reads_in_flight`).
-pub const DEFAULT_READS_IN_FLIGHT: usize = 2;
+/// Read batches under way at once by default (`CacheClientOptions::reads_in_flight`). One: on
+/// the Lookup stream a batch costs far more than a key, so one batch carrying every read made
+/// during the round trip beats two of half the size. In `cache-svc bench` one slot gave more
+/// throughput and a lower p50 than two at every concurrency measured (1 to 32 readers); see
+/// docs/perf/README.md, "cache-svc vs raw Redis".
+pub const DEFAULT_READS_IN_FLIGHT: usize = 1;
 
 /// The caller's name, timeouts and breaker settings.
 #[derive(Debug, Clone)]
