@@ -567,10 +567,7 @@ impl CacheClient {
         // Reads queued behind the call that opened the breaker are not sent either.
         if self.inner.breaker.refusing() {
             let status = tonic::Status::unavailable("cache-svc circuit breaker open");
-            for read in batch {
-                let _ = read.answer.send(Err(CacheError::Status(status.clone())));
-            }
-            return;
+            return fail_all(batch, &CacheError::Status(status));
         }
         if batch.len() == 1 {
             for read in batch {
@@ -590,9 +587,7 @@ impl CacheClient {
                     entries.len(),
                     batch.len()
                 ));
-                for read in batch {
-                    let _ = read.answer.send(Err(CacheError::Status(status.clone())));
-                }
+                fail_all(batch, &CacheError::Status(status));
             }
             // A key cache-svc refuses (see `CacheKey::new`) fails the whole GetMany: each key
             // is asked alone, so only its reader is refused.
@@ -601,11 +596,7 @@ impl CacheClient {
                     let _ = read.answer.send(self.get_one(read.key).await);
                 }
             }
-            Err(err) => {
-                for read in batch {
-                    let _ = read.answer.send(Err(err.clone()));
-                }
-            }
+            Err(err) => fail_all(batch, &err),
         }
     }
 
@@ -902,6 +893,13 @@ fn request<M>(message: M, timeout: Duration) -> Request<M> {
     // Lets cache-svc drop work its caller has given up on.
     request.set_timeout(timeout);
     request
+}
+
+/// Every reader of `batch` gets `err`.
+fn fail_all(batch: Vec<Waiting>, err: &CacheError) {
+    for read in batch {
+        let _ = read.answer.send(Err(err.clone()));
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

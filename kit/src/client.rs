@@ -543,21 +543,12 @@ impl ServiceChannel {
                 let deadline = tokio::time::Instant::now() + channel.timeout;
                 let sent = tokio::time::timeout_at(deadline, async {
                     let member = channel.replicas.next(None).await;
-                    let answered = {
-                        let _in_flight = member.enter();
-                        member.channel.clone().oneshot(request).await
-                    };
-                    answered.map_err(|err| (member, tower::BoxError::from(err)))
+                    channel.send_to(&member, request).await
                 })
                 .await;
                 let answered = match sent {
                     Ok(Ok(response)) => Ok(response),
-                    Ok(Err((member, err))) => {
-                        if Failure::of(err.as_ref()).ejects() {
-                            channel.replicas.eject(&member, err.as_ref());
-                        }
-                        Err(err)
-                    }
+                    Ok(Err((err, _))) => Err(err),
                     Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
                         "{service} did not answer within {} ms",
                         channel.timeout.as_millis()
@@ -567,6 +558,27 @@ impl ServiceChannel {
             }
             .instrument(span),
         )
+    }
+
+    /// `request` sent once to `member`, counted in its calls in flight; a failure that says the
+    /// replica is gone (see [`Failure::ejects`]) ejects it.
+    async fn send_to(
+        &self,
+        member: &Arc<Member>,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, (tower::BoxError, Failure)> {
+        let answered = {
+            let _in_flight = member.enter();
+            member.channel.clone().oneshot(request).await
+        };
+        answered.map_err(|err| {
+            let err = tower::BoxError::from(err);
+            let failure = Failure::of(err.as_ref());
+            if failure.ejects() {
+                self.replicas.eject(member, err.as_ref());
+            }
+            (err, failure)
+        })
     }
 
     /// Sends `request` to a replica, and again to another (or, when there is no other, to the
@@ -612,18 +624,10 @@ impl ServiceChannel {
                     request.headers_mut().insert("grpc-timeout", value);
                 }
             }
-            let answered = {
-                let _in_flight = member.enter();
-                member.channel.clone().oneshot(request).await
-            };
-            let err = match answered {
+            let (err, failure) = match self.send_to(&member, request).await {
                 Ok(response) => return Ok(response),
-                Err(err) => tower::BoxError::from(err),
+                Err(failed) => failed,
             };
-            let failure = Failure::of(err.as_ref());
-            if failure.ejects() {
-                self.replicas.eject(&member, err.as_ref());
-            }
             let again = match failure {
                 Failure::NotSent { .. } => true,
                 Failure::Broken => idempotent,
