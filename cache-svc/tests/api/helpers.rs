@@ -258,9 +258,16 @@ impl RedisProcess {
         Ok(())
     }
 
-    /// SAVE: the next restart loads what is there now.
+    /// SAVE: the next restart loads what is there now. It writes and syncs the file before it
+    /// answers, which on a loaded machine took longer than the client's default 500 ms
+    /// response timeout: this connection waits for it.
     pub async fn save(&self) {
-        let mut conn = redis_conn(&self.url()).await;
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut conn = redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("redis reachable");
         let _: () = redis::cmd("SAVE")
             .query_async(&mut conn)
             .await
